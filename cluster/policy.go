@@ -52,7 +52,12 @@ const (
 	DefaultRestartDelayMax = 30 * time.Second
 	DefaultMinUptime       = 10 * time.Second
 	DefaultMaxRestarts     = 10
-	DefaultRestartWindow   = 60 * time.Second
+	// DefaultRestartWindow must outlast the backoff: with 100 ms doubling
+	// to 30 s, a worker that dies at once is restarted for the 10th time
+	// after 81 s, so a 60 s window would never see more than 9 restarts
+	// and a broken worker would be retried forever. Five minutes lets
+	// the 11th restart of such a worker, at about 111 s, end goinit.
+	DefaultRestartWindow = 5 * time.Minute
 	// DefaultJitter spreads restarts of workers that crashed together, so
 	// they do not hammer a shared dependency in lock step.
 	DefaultJitter = 0.2

@@ -96,7 +96,7 @@ func TestCrashWindowSlides(t *testing.T) {
 	crash(s, p, t0, time.Millisecond, reaper.ExitStatus(1))
 	crash(s, p, t0.Add(time.Second), time.Millisecond, reaper.ExitStatus(1))
 	// The first restart has left the window by now.
-	d := crash(s, p, t0.Add(11*time.Second), time.Millisecond, reaper.ExitStatus(1))
+	d := crash(s, p, t0.Add(10*time.Second), time.Millisecond, reaper.ExitStatus(1))
 	if d.Outcome != Restarting || d.InWindow != 2 {
 		t.Fatalf("after the window slid: %+v", d)
 	}
