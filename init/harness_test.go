@@ -1,0 +1,284 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/goinit/goinit/internal/testbin"
+)
+
+// requireRoot skips a test that needs root, except in CI where every test
+// must run.
+func requireRoot(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("this test needs root, and CI runs as root")
+		}
+		t.Skip("needs root (PID namespaces)")
+	}
+}
+
+// runOpts says how to start goinit.
+type runOpts struct {
+	pid1       bool // PID 1 of a new PID namespace
+	env        []string
+	extraFiles []*os.File
+	stdin      io.Reader
+}
+
+// proc is a running goinit with its output.
+type proc struct {
+	t      *testing.T
+	cmd    *exec.Cmd
+	mu     sync.Mutex
+	lines  []string
+	cond   chan struct{} // closed and replaced on every new line
+	stderr bytes.Buffer
+	done   chan struct{}
+	outEOF chan struct{} // stdout reached EOF
+	code   int
+}
+
+// start runs goinit with args in the way opts says.
+func start(t *testing.T, opts runOpts, args ...string) *proc {
+	t.Helper()
+	cmd := exec.Command(testbin.Goinit(t), args...)
+	cmd.Env = append(os.Environ(), opts.env...)
+	cmd.ExtraFiles = opts.extraFiles
+	cmd.Stdin = opts.stdin
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if opts.pid1 {
+		requireRoot(t)
+		cmd.SysProcAttr.Cloneflags = syscall.CLONE_NEWPID
+	}
+	p := &proc{t: t, cmd: cmd, cond: make(chan struct{}), done: make(chan struct{}), outEOF: make(chan struct{})}
+	// A plain pipe, not StdoutPipe: a process left behind may hold the
+	// write end open, and goinit's exit must still be seen.
+	out, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	errR, errW, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stdout, cmd.Stderr = w, errW
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	errW.Close()
+	go func() {
+		defer errR.Close()
+		_, _ = io.Copy(&lockedWriter{mu: &p.mu, w: &p.stderr}, errR)
+	}()
+	go func() {
+		defer close(p.outEOF)
+		defer out.Close()
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			p.mu.Lock()
+			p.lines = append(p.lines, sc.Text())
+			close(p.cond)
+			p.cond = make(chan struct{})
+			p.mu.Unlock()
+		}
+	}()
+	go func() {
+		_ = cmd.Wait()
+		p.code = cmd.ProcessState.ExitCode()
+		if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+			p.code = 128 + int(ws.Signal())
+		}
+		close(p.done)
+	}()
+	t.Cleanup(func() {
+		select {
+		case <-p.done:
+		default:
+			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+			_ = cmd.Process.Kill()
+			<-p.done
+		}
+		if t.Failed() {
+			t.Logf("goinit %v\nstdout:\n%s\nstderr:\n%s", args, p.stdout(), p.errText())
+		}
+	})
+	return p
+}
+
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(b []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(b)
+}
+
+func (p *proc) stdout() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return strings.Join(p.lines, "\n")
+}
+
+func (p *proc) errText() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.stderr.String()
+}
+
+// waitLine waits until a stdout line starts with prefix and returns it.
+func (p *proc) waitLine(prefix string, timeout time.Duration) string {
+	p.t.Helper()
+	deadline := time.After(timeout)
+	seen := 0
+	for {
+		p.mu.Lock()
+		for ; seen < len(p.lines); seen++ {
+			if strings.HasPrefix(p.lines[seen], prefix) {
+				l := p.lines[seen]
+				p.mu.Unlock()
+				return l
+			}
+		}
+		cond := p.cond
+		p.mu.Unlock()
+		select {
+		case <-cond:
+		case <-p.done:
+			// Read whatever arrived with the exit, then give up.
+			p.mu.Lock()
+			for ; seen < len(p.lines); seen++ {
+				if strings.HasPrefix(p.lines[seen], prefix) {
+					l := p.lines[seen]
+					p.mu.Unlock()
+					return l
+				}
+			}
+			p.mu.Unlock()
+			p.t.Fatalf("goinit exited (%d) before printing %q", p.code, prefix)
+		case <-deadline:
+			p.t.Fatalf("no line %q within %s", prefix, timeout)
+		}
+	}
+}
+
+// hasLine reports whether a stdout line starts with prefix so far.
+func (p *proc) hasLine(prefix string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, l := range p.lines {
+		if strings.HasPrefix(l, prefix) {
+			return true
+		}
+	}
+	return false
+}
+
+// wait waits for goinit to exit, and for its output up to a short
+// deadline (a process left behind may hold stdout open), and returns its
+// exit code.
+func (p *proc) wait(timeout time.Duration) int {
+	p.t.Helper()
+	select {
+	case <-p.done:
+		select {
+		case <-p.outEOF:
+		case <-time.After(5 * time.Second):
+		}
+		return p.code
+	case <-time.After(timeout):
+		p.t.Fatalf("goinit still running after %s", timeout)
+		return -1
+	}
+}
+
+// signal sends sig to goinit itself.
+func (p *proc) signal(sig syscall.Signal) {
+	p.t.Helper()
+	if err := p.cmd.Process.Signal(sig); err != nil {
+		p.t.Fatalf("signal %v: %v", sig, err)
+	}
+}
+
+// runToEnd runs goinit to completion and returns its exit code and stderr.
+func runToEnd(t *testing.T, opts runOpts, args ...string) (int, string) {
+	t.Helper()
+	p := start(t, opts, args...)
+	code := p.wait(30 * time.Second)
+	return code, p.errText()
+}
+
+// sigrecord returns the path of the signal recording test program.
+func sigrecord(t *testing.T) string {
+	t.Helper()
+	return testbin.Build(t, "./init/testdata/sigrecord")
+}
+
+// descendants lists the processes below pid with their state, from /proc.
+func descendants(pid int) map[int]string {
+	children := map[int][]int{}
+	state := map[int]string{}
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		var p int
+		if _, err := fmt.Sscan(e.Name(), &p); err != nil {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		s := string(b)
+		f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+		if len(f) < 2 {
+			continue
+		}
+		var ppid int
+		fmt.Sscan(f[1], &ppid)
+		children[ppid] = append(children[ppid], p)
+		state[p] = f[0]
+	}
+	out := map[int]string{}
+	queue := []int{pid}
+	for len(queue) > 0 {
+		c := queue[0]
+		queue = queue[1:]
+		for _, k := range children[c] {
+			out[k] = state[k]
+			queue = append(queue, k)
+		}
+	}
+	return out
+}
+
+// eventually polls cond until it holds or the deadline passes.
+func eventually(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// goinitBin returns the goinit binary under test.
+func goinitBin(t *testing.T) string {
+	t.Helper()
+	return testbin.Goinit(t)
+}

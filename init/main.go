@@ -1,0 +1,194 @@
+// Command goinit is a container init: it runs as PID 1, reaps every zombie,
+// forwards signals, runs one command or a pool of workers sharing listening
+// sockets, and exits with the status of what it ran.
+//
+//	goinit [flags] -- COMMAND [ARG...]
+//
+// See README.md for every flag, variable and exit code.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"runtime"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/goinit/goinit/cluster"
+	"github.com/goinit/goinit/reaper"
+	"github.com/goinit/goinit/signals"
+)
+
+// version is stamped at build time from git describe.
+var version = "dev"
+
+// Exit codes of goinit's own (the child's status passes through otherwise).
+const (
+	exitUsage    = 2   // bad flag, variable or value
+	exitInternal = 125 // goinit itself failed at run time, like docker run
+)
+
+func main() {
+	if opts, ok := os.LookupEnv(shimEnv); ok {
+		os.Exit(runShim(opts, os.Args[1:], os.Stderr))
+	}
+	os.Exit(run(os.Args[1:], os.Environ(), os.Stdout, os.Stderr))
+}
+
+// run is goinit without the process around it: it returns the exit code.
+func run(args, environ []string, stdout, stderr io.Writer) int {
+	f := newFlags(stderr)
+	if err := f.parse(args, environ); err != nil {
+		return fail(stderr, err)
+	}
+	if f.help {
+		printHelp(stdout, f)
+		return 0
+	}
+	if f.version {
+		fmt.Fprintf(stdout, "goinit %s %s/%s %s\n", version, runtime.GOOS, runtime.GOARCH, runtime.Version())
+		return 0
+	}
+	cfg, err := f.config(availableCPUs)
+	if err != nil {
+		return fail(stderr, err)
+	}
+	log := newLogger(cfg, stderr)
+	if cfg.workersHow != "" {
+		log.Info(fmt.Sprintf("--workers=auto: %d workers (%s)", cfg.workers, cfg.workersHow))
+	}
+	if cfg.path, err = resolveCommand(cfg.command[0]); err != nil {
+		log.Error(err.Error())
+		return exitCode(err)
+	}
+
+	// Catch every forwardable signal before the first fork, so none is
+	// lost between the child's start and the loop.
+	sigc := make(chan os.Signal, 64)
+	signal.Notify(sigc, signals.Forwardable()...)
+	defer signal.Stop(sigc)
+
+	if err := prepareProcess(cfg, log); err != nil {
+		log.Error(err.Error())
+		return exitInternal
+	}
+	env, cleanup, err := prepareWorkers(cfg, log)
+	if err != nil {
+		if env != nil {
+			cleanup()
+		}
+		return fail(stderr, err)
+	}
+	defer cleanup()
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	r := reaper.New(log)
+	reaped := make(chan error, 1)
+	go func() { reaped <- r.Run(ctx) }()
+
+	self, err := os.Executable()
+	if err != nil {
+		log.Error(fmt.Sprintf("cannot find goinit's own executable: %v", err))
+		return exitInternal
+	}
+	sp := &spawner{cfg: cfg, reaper: r, log: log, self: self, oomScore: -1001,
+		files: env.files, listenEnv: env.listenEnv, cgroup: env.cgroup,
+		foreground: !cfg.clusterMode && ownsTerminal()}
+	if cfg.clusterMode {
+		sp.oomScore = workerOOMScore()
+	}
+	name := func(id int) string {
+		if cfg.clusterMode {
+			return fmt.Sprintf("worker %d", id)
+		}
+		return "child " + cfg.command[0]
+	}
+	pool := cluster.New(cluster.Config{
+		Workers: cfg.workers, Policy: cfg.policy, Start: sp.start, Log: log, Name: name,
+		Explain: env.explain,
+		Quiet:   !cfg.clusterMode && cfg.policy.Restart == cluster.RestartNever,
+	})
+	sup := &supervisor{cfg: cfg, log: log, reaper: r, pool: pool, sigc: sigc, oomCheck: env.oomCheck, name: name}
+	code := sup.run(ctx)
+	cancel()
+	if err := <-reaped; err != nil && !errors.Is(err, context.Canceled) {
+		log.Error("reaper failed", "err", err)
+	}
+	return code
+}
+
+// fail prints a start-up error as one line and returns its exit code.
+func fail(stderr io.Writer, err error) int {
+	fmt.Fprintf(stderr, "goinit: %v\n", err)
+	return exitCode(err)
+}
+
+// exitCode maps goinit's own errors to exit codes in one place.
+func exitCode(err error) int {
+	var ue *usageError
+	var se *cluster.StartError
+	switch {
+	case errors.As(err, &ue):
+		return exitUsage
+	case errors.As(err, &se):
+		return se.Code
+	}
+	return exitInternal
+}
+
+func newLogger(cfg *config, w io.Writer) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(cfg.logLevel))
+	opts := &slog.HandlerOptions{Level: level}
+	var h slog.Handler = slog.NewTextHandler(w, opts)
+	if cfg.logFormat == "json" {
+		h = slog.NewJSONHandler(w, opts)
+	}
+	return slog.New(h).With("prog", "goinit")
+}
+
+// prepareProcess sets up goinit itself before any child exists.
+func prepareProcess(cfg *config, log *slog.Logger) error {
+	// fds inherited from whoever started goinit must not leak into the
+	// child: mark them close-on-exec. os/exec passes 0-2 and ExtraFiles
+	// explicitly.
+	if err := unix.CloseRange(3, ^uint(0), unix.CLOSE_RANGE_CLOEXEC); err != nil {
+		log.Debug("close_range unavailable; inherited fds may leak", "err", err)
+	}
+	if os.Getpid() != 1 {
+		if err := reaper.BecomeSubreaper(); err != nil {
+			return err
+		}
+		log.Debug("not PID 1: registered as child subreaper, so orphans of the child are reaped here")
+	}
+	if cfg.pdeathsig != 0 {
+		// The parent-death signal belongs to the thread that sets it.
+		parent := os.Getppid()
+		runtime.LockOSThread()
+		err := unix.Prctl(unix.PR_SET_PDEATHSIG, uintptr(cfg.pdeathsig), 0, 0, 0)
+		runtime.UnlockOSThread()
+		if err != nil {
+			return fmt.Errorf("prctl(PR_SET_PDEATHSIG): %w", err)
+		}
+		if os.Getppid() != parent {
+			// The parent died before the prctl took effect: the kernel
+			// will never send the signal, so send it ourselves.
+			_ = unix.Kill(os.Getpid(), cfg.pdeathsig)
+		}
+	}
+	return nil
+}
+
+// ownsTerminal reports whether stdin is a terminal whose foreground is
+// goinit's process group: then the child gets the terminal, so that Ctrl-C
+// reaches it as it would from a shell.
+func ownsTerminal() bool {
+	pgrp, err := unix.IoctlGetInt(0, unix.TIOCGPGRP)
+	return err == nil && pgrp == unix.Getpgrp()
+}

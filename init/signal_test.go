@@ -1,0 +1,129 @@
+package main
+
+import (
+	"fmt"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/goinit/goinit/signals"
+)
+
+// TestEveryForwardableSignalArrives sends goinit, as PID 1, every signal it
+// forwards and checks that the child receives each one.
+func TestEveryForwardableSignalArrives(t *testing.T) {
+	requireRoot(t)
+	p := start(t, runOpts{pid1: true}, "--", sigrecord(t), "-ignore-stop")
+	p.waitLine("ready", 10*time.Second)
+	for _, s := range signals.Forwardable() {
+		sig := s.(unix.Signal)
+		if signals.IsJobControl(sig) {
+			continue // turned into SIGSTOP: TestJobControl
+		}
+		p.signal(sig)
+		name := strings.TrimPrefix(unix.SignalName(sig), "SIG")
+		if name == "" {
+			name = fmt.Sprint(int(sig))
+		}
+		p.waitLine("got "+name, 5*time.Second)
+	}
+	p.cmd.Process.Signal(syscall.SIGKILL)
+}
+
+// TestSIGURGNotForwarded checks that SIGURG, the Go runtime's preemption
+// signal, never reaches the child, even when sent to goinit on purpose.
+func TestSIGURGNotForwarded(t *testing.T) {
+	requireRoot(t)
+	script := `trap 'echo got-urg' URG; trap 'echo got-usr1' USR1; trap 'echo got-usr2' USR2; trap 'exit 0' TERM
+echo ready; while :; do sleep 0.05; done`
+	p := start(t, runOpts{pid1: true}, "--signal-scope=child", "--", "sh", "-c", script)
+	p.waitLine("ready", 10*time.Second)
+	for range 20 {
+		p.signal(syscall.SIGURG)
+	}
+	// Signals sent after the URGs are handled after them: once USR1 and
+	// USR2 have arrived, a forwarded URG would have too.
+	p.signal(syscall.SIGUSR1)
+	p.waitLine("got-usr1", 5*time.Second)
+	p.signal(syscall.SIGUSR2)
+	p.waitLine("got-usr2", 5*time.Second)
+	if p.hasLine("got-urg") {
+		t.Fatal("SIGURG reached the child")
+	}
+	p.signal(syscall.SIGTERM)
+	if code := p.wait(10 * time.Second); code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+}
+
+// TestSignalScope checks that group scope reaches the child's whole process
+// group and child scope the child alone.
+func TestSignalScope(t *testing.T) {
+	requireRoot(t)
+	// The child is a shell whose own job (the recorder) is in its process
+	// group; the shell itself is the only one that reports USR1 as "sh-usr1".
+	script := fmt.Sprintf(`trap 'echo sh-usr1' USR1; %s -ignore-stop & wait; wait; wait`, sigrecord(t))
+	for _, c := range []struct {
+		scope         string
+		grandchildGet bool
+	}{{"group", true}, {"child", false}} {
+		t.Run(c.scope, func(t *testing.T) {
+			p := start(t, runOpts{pid1: true}, "--signal-scope="+c.scope, "--stop-timeout=1s", "--", "sh", "-c", script)
+			p.waitLine("ready", 10*time.Second)
+			p.signal(syscall.SIGUSR1)
+			p.waitLine("sh-usr1", 5*time.Second)
+			// HUP is a marker the recorder reports in both modes only
+			// via the group; with child scope send USR2 directly after.
+			p.signal(syscall.SIGUSR2)
+			if c.grandchildGet {
+				p.waitLine("got USR1", 5*time.Second)
+			} else {
+				// The shell ignores nothing and dies of USR2; the
+				// recorder, never signalled, is then cleaned up.
+				p.wait(10 * time.Second)
+				if p.hasLine("got USR1") {
+					t.Fatal("grandchild got USR1 with --signal-scope=child")
+				}
+			}
+		})
+	}
+}
+
+func TestRewrite(t *testing.T) {
+	requireRoot(t)
+	p := start(t, runOpts{pid1: true},
+		"--rewrite=USR1:USR2", "--rewrite=WINCH:NONE", "--rewrite=15:3", "--rewrite=28:0", "--rewrite=HUP:RTMIN+2", "--", sigrecord(t))
+	p.waitLine("ready", 10*time.Second)
+	p.signal(syscall.SIGUSR1)
+	p.waitLine("got USR2", 5*time.Second)
+	p.signal(syscall.SIGWINCH)
+	p.signal(syscall.SIGHUP)
+	p.waitLine("got 36", 5*time.Second) // RTMIN+2
+	if p.hasLine("got WINCH") || p.hasLine("got USR1") {
+		t.Fatalf("a dropped or rewritten signal arrived as itself:\n%s", p.stdout())
+	}
+	p.signal(syscall.SIGTERM) // rewritten to QUIT, which stops the recorder
+	p.waitLine("got QUIT", 5*time.Second)
+	if code := p.wait(10 * time.Second); code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+	if p.hasLine("got TERM") {
+		t.Fatal("TERM arrived despite TERM:QUIT")
+	}
+}
+
+// TestRewriteFromVariable checks GOINIT_REWRITE with several rules.
+func TestRewriteFromVariable(t *testing.T) {
+	requireRoot(t)
+	p := start(t, runOpts{pid1: true, env: []string{"GOINIT_REWRITE=USR1:USR2,HUP:NONE"}}, "--", sigrecord(t))
+	p.waitLine("ready", 10*time.Second)
+	p.signal(syscall.SIGHUP)
+	p.signal(syscall.SIGUSR1)
+	p.waitLine("got USR2", 5*time.Second)
+	if p.hasLine("got HUP") {
+		t.Fatal("HUP arrived despite HUP:NONE")
+	}
+}

@@ -1,0 +1,161 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/goinit/goinit/cluster"
+	"github.com/goinit/goinit/reaper"
+)
+
+// slotCgroup is what starting a worker needs of its cgroup.
+type slotCgroup interface {
+	// FD is the cgroup v2 directory to start the worker in, if any.
+	FD() (int, bool)
+	// Add moves pid into the cgroup (cgroup v1).
+	Add(pid int) error
+}
+
+// spawner starts worker processes: the command itself, or goinit's shim
+// when something must happen between fork and exec.
+type spawner struct {
+	cfg    *config
+	reaper *reaper.Reaper
+	log    *slog.Logger
+	self   string // goinit's own executable, for the shim
+
+	// files returns the sockets worker id receives as fds 3, 4, ...
+	files func(id int) []*os.File
+	// listenEnv is LISTEN_FDS, LISTEN_FDNAMES and PORT.
+	listenEnv []string
+	// cgroup returns worker id's cgroup, or nil without limits.
+	cgroup func(id int) (slotCgroup, error)
+	// foreground gives the child the terminal: single command on a tty.
+	foreground bool
+	// oomScore is the workers' oom_score_adj, so that a container-wide OOM
+	// takes a worker rather than goinit; -1001 leaves it alone.
+	oomScore int
+}
+
+// start starts worker id and returns its pid, already known to the reaper.
+func (s *spawner) start(id int) (int, error) {
+	cfg := s.cfg
+	env := os.Environ()
+	if cfg.clusterMode {
+		env = append(env, "GOINIT_WORKER_ID="+strconv.Itoa(id), "GOINIT_WORKERS="+strconv.Itoa(cfg.workers))
+	}
+	if cfg.user != nil {
+		env = append(env, "HOME="+cfg.user.home)
+		if cfg.user.name != "" {
+			env = append(env, "USER="+cfg.user.name)
+		}
+	}
+	var files []*os.File
+	if s.files != nil {
+		files = s.files(id)
+		env = append(env, s.listenEnv...)
+	}
+	attr := &syscall.SysProcAttr{
+		// Each worker leads its own process group, so a signal can reach
+		// everything it forked, and nothing of goinit's.
+		Setpgid:    true,
+		Foreground: s.foreground,
+	}
+	if s.foreground {
+		attr.Ctty = 0
+	}
+	if u := cfg.user; u != nil {
+		attr.Credential = &syscall.Credential{Uid: u.uid, Gid: u.gid, Groups: u.groups}
+	}
+	var cg slotCgroup
+	if s.cgroup != nil {
+		var err error
+		if cg, err = s.cgroup(id); err != nil {
+			return 0, fmt.Errorf("worker %d cgroup: %w", id, err)
+		}
+	}
+	opts := shimOptions{listen: len(files) > 0, oomScore: s.oomScore}
+	placeAfterFork := false
+	if cg != nil {
+		if fd, ok := cg.FD(); ok {
+			// cgroup v2: clone3 starts the child inside; no window
+			// where it runs unlimited.
+			attr.UseCgroupFD, attr.CgroupFD = true, fd
+		} else {
+			placeAfterFork = true
+		}
+	}
+	var cmd *exec.Cmd
+	var syncR, syncW *os.File
+	useShim := opts.listen || placeAfterFork || (cfg.clusterMode && s.oomScore >= -1000)
+	if useShim {
+		if placeAfterFork {
+			var err error
+			if syncR, syncW, err = os.Pipe(); err != nil {
+				return 0, fmt.Errorf("worker %d: %w", id, err)
+			}
+			defer syncR.Close()
+			defer syncW.Close()
+			opts.syncFD = 3 + len(files)
+			files = append(files, syncR)
+		}
+		cmd = &exec.Cmd{Path: s.self, Args: append([]string{"goinit", cfg.path}, cfg.command...)}
+		env = append(env, shimEnv+"="+opts.String())
+	} else {
+		cmd = &exec.Cmd{Path: cfg.path, Args: cfg.command}
+	}
+	cmd.Env, cmd.ExtraFiles, cmd.SysProcAttr = env, files, attr
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+	if err := s.reaper.Start(cmd); err != nil {
+		return 0, startError(cfg.command[0], err)
+	}
+	pid := cmd.Process.Pid
+	if placeAfterFork {
+		if err := cg.Add(pid); err != nil {
+			// The shim reads EOF and exits without running the command.
+			return pid, nil
+		}
+		if _, err := syncW.Write([]byte{1}); err != nil {
+			s.log.Warn("cannot release worker", "worker", id, "err", err)
+		}
+	}
+	if !useShim && s.oomScore >= -1000 {
+		// Best effort: the child may fork before this lands.
+		_ = os.WriteFile("/proc/"+strconv.Itoa(pid)+"/oom_score_adj", []byte(strconv.Itoa(s.oomScore)), 0)
+	}
+	return pid, nil
+}
+
+// startError gives a failed start the exit code a shell would: 127 when the
+// command is not there, 126 when it cannot be executed.
+func startError(name string, err error) error {
+	code := 126
+	var errno unix.Errno
+	if errors.As(err, &errno) && (errno == unix.ENOENT || errno == unix.ENOTDIR) {
+		code = 127
+	}
+	return &cluster.StartError{Code: code, Err: fmt.Errorf("cannot run %s: %w", name, err)}
+}
+
+// workerOOMScore is the oom_score_adj workers get: 500 above goinit's own,
+// so that when the container runs out of memory the kernel takes a worker,
+// which goinit restarts, rather than goinit, which would end the container.
+func workerOOMScore() int {
+	b, err := os.ReadFile("/proc/self/oom_score_adj")
+	if err != nil {
+		return -1001
+	}
+	own, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		return -1001
+	}
+	return min(own+500, 1000)
+}

@@ -1,0 +1,302 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/goinit/goinit/cluster"
+	"github.com/goinit/goinit/reaper"
+	"github.com/goinit/goinit/signals"
+)
+
+// phase is where the supervisor is in its life.
+type phase int
+
+const (
+	// running: workers up, restarts allowed.
+	running phase = iota
+	// delaying: a stop signal is held for --pre-stop-delay.
+	delaying
+	// stopping: workers were sent the stop signal; SIGKILL at the deadline.
+	stopping
+	// draining: every worker is gone; leftover processes are being
+	// terminated or waited for, per --orphans, until the deadline.
+	draining
+	// killing: SIGKILL sent to everything; waiting for the last exit.
+	killing
+	// finished: nothing left to wait for.
+	finished
+)
+
+// killRetry is how often SIGKILL is repeated while processes remain: a
+// process walk outside PID 1 can miss a child forked during the walk.
+const killRetry = time.Second
+
+// supervisor runs goinit's single loop: wait for a signal, a child's exit
+// or a timer, act, repeat.
+type supervisor struct {
+	cfg    *config
+	log    *slog.Logger
+	reaper *reaper.Reaper
+	pool   *cluster.Pool
+	sigc   <-chan os.Signal
+
+	phase    phase
+	deadline time.Time   // of the current phase; zero when none
+	held     unix.Signal // stop signal held during the pre-stop delay
+
+	// oomCheck reports OOM kills inside running workers every
+	// oomCheckInterval; nil without cgroup limits.
+	oomCheck  func(name func(int) string)
+	nextCheck time.Time
+	name      func(int) string
+}
+
+// run starts the workers and supervises until every process is gone. It
+// returns goinit's exit code.
+func (s *supervisor) run(ctx context.Context) int {
+	if err := s.pool.Start(time.Now()); err != nil {
+		s.log.Error(err.Error())
+		// Workers that did start are stopped like in any shutdown.
+		s.pool.Stop(s.cfg.stopSignal, s.cfg.groupScope)
+		s.drainAfterFailure()
+		return exitCode(err)
+	}
+	for s.phase != finished {
+		var timer <-chan time.Time
+		var t *time.Timer
+		if next, ok := s.nextDeadline(); ok {
+			t = time.NewTimer(time.Until(next))
+			timer = t.C
+		}
+		select {
+		case <-ctx.Done():
+			return 125
+		case sig := <-s.sigc:
+			s.onSignal(sig.(unix.Signal))
+		case e := <-s.reaper.Exits():
+			s.onExit(e)
+		case now := <-timer:
+			s.onTimer(now)
+		}
+		if t != nil {
+			t.Stop()
+		}
+		s.advance()
+	}
+	return s.result()
+}
+
+// drainAfterFailure waits, within the stop timeout, for workers started
+// before a start failure.
+func (s *supervisor) drainAfterFailure() {
+	s.phase, s.deadline = stopping, time.Now().Add(s.cfg.stopTimeout)
+	for s.phase != finished {
+		s.advance()
+		if s.phase == finished {
+			return
+		}
+		next, _ := s.nextDeadline()
+		select {
+		case e := <-s.reaper.Exits():
+			s.onExit(e)
+		case now := <-time.After(time.Until(next)):
+			s.onTimer(now)
+		}
+	}
+}
+
+func (s *supervisor) nextDeadline() (time.Time, bool) {
+	next, ok := s.deadline, !s.deadline.IsZero()
+	if t, due := s.pool.NextStart(); due && (!ok || t.Before(next)) {
+		next, ok = t, true
+	}
+	if s.oomCheck != nil && s.phase < draining {
+		if s.nextCheck.IsZero() {
+			s.nextCheck = time.Now().Add(oomCheckInterval)
+		}
+		if !ok || s.nextCheck.Before(next) {
+			next, ok = s.nextCheck, true
+		}
+	}
+	return next, ok
+}
+
+func (s *supervisor) onSignal(sig unix.Signal) {
+	switch {
+	case signals.IsStop(sig):
+		s.onStopSignal(sig)
+	case signals.IsJobControl(sig):
+		// As a shell user expects (dumb-init's behaviour): stop the
+		// children, then stop ourselves so the shell sees the job stop.
+		// SIGCONT later resumes us and is forwarded to them.
+		s.log.Debug("job control: stopping children and self", "signal", signals.Name(sig))
+		s.pool.Signal(unix.SIGSTOP, s.cfg.groupScope)
+		if os.Getpid() != 1 {
+			_ = unix.Kill(os.Getpid(), unix.SIGSTOP)
+		}
+	default:
+		s.forward(sig)
+	}
+}
+
+// forward passes sig on, rewritten, to every live worker.
+func (s *supervisor) forward(sig unix.Signal) {
+	to := s.cfg.rewrite.Apply(sig)
+	if to == signals.None {
+		s.log.Debug("dropped signal (--rewrite)", "signal", signals.Name(sig))
+		return
+	}
+	s.log.Debug("forwarding signal", "received", signals.Name(sig), "sent", signals.Name(to))
+	s.pool.Signal(to, s.cfg.groupScope)
+}
+
+func (s *supervisor) onStopSignal(sig unix.Signal) {
+	switch s.phase {
+	case running:
+		if s.cfg.preStopDelay > 0 {
+			s.phase, s.held = delaying, sig
+			s.deadline = time.Now().Add(s.cfg.preStopDelay)
+			s.log.Info(fmt.Sprintf("received SIG%s; holding it for %s (--pre-stop-delay); send it again to stop now",
+				signals.Name(sig), s.cfg.preStopDelay))
+			return
+		}
+		s.beginStop(sig)
+	case delaying:
+		s.log.Info(fmt.Sprintf("received SIG%s again; skipping the rest of the pre-stop delay", signals.Name(sig)))
+		s.beginStop(s.held)
+	default:
+		// Already stopping: a second Ctrl-C or TERM is passed on too.
+		s.forward(sig)
+	}
+}
+
+// beginStop ends restarts and sends every worker the stop signal: the
+// received one, rewritten, for a single command (what tini and dumb-init
+// do); --stop-signal for a pool of workers.
+func (s *supervisor) beginStop(received unix.Signal) {
+	to := s.cfg.stopSignal
+	if !s.cfg.clusterMode {
+		to = s.cfg.rewrite.Apply(received)
+	}
+	s.phase, s.deadline = stopping, time.Now().Add(s.cfg.stopTimeout)
+	what := "the child"
+	if s.cfg.groupScope {
+		what = "the child's process group"
+	}
+	if s.cfg.clusterMode {
+		what = fmt.Sprintf("%d workers", s.pool.Live())
+	}
+	s.log.Info(fmt.Sprintf("received SIG%s; sending SIG%s to %s; SIGKILL in %s", signals.Name(received),
+		signals.Name(to), what, s.cfg.stopTimeout))
+	s.pool.Stop(to, s.cfg.groupScope)
+}
+
+func (s *supervisor) onExit(e reaper.Exit) {
+	if e.Supervised {
+		s.pool.HandleExit(e.Pid, e.Status, e.Time)
+	}
+	if f := s.pool.Failure(); f != nil && s.phase < stopping {
+		s.phase, s.deadline = stopping, time.Now().Add(s.cfg.stopTimeout)
+		s.pool.Stop(s.cfg.stopSignal, s.cfg.groupScope)
+	}
+}
+
+func (s *supervisor) onTimer(now time.Time) {
+	s.pool.Due(now)
+	if s.oomCheck != nil && !now.Before(s.nextCheck) {
+		s.oomCheck(s.name)
+		s.nextCheck = now.Add(oomCheckInterval)
+	}
+	if s.deadline.IsZero() || now.Before(s.deadline) {
+		return
+	}
+	switch s.phase {
+	case delaying:
+		s.beginStop(s.held)
+	case stopping:
+		s.log.Warn(fmt.Sprintf("%d process(es) still running %s after the stop signal (--stop-timeout); sending SIGKILL to every process",
+			s.pool.Live(), s.cfg.stopTimeout))
+		s.killAll(now)
+	case draining:
+		s.log.Warn(fmt.Sprintf("leftover processes still running after %s (--stop-timeout); sending SIGKILL", s.cfg.stopTimeout))
+		s.killAll(now)
+	case killing:
+		s.killAll(now)
+	}
+}
+
+func (s *supervisor) killAll(now time.Time) {
+	s.phase, s.deadline = killing, now.Add(killRetry)
+	if _, err := reaper.SignalAll(unix.SIGKILL); err != nil {
+		s.log.Error("cannot kill leftover processes", "err", err)
+	}
+}
+
+// advance moves to the next phase once the current one has nothing left
+// to wait for.
+func (s *supervisor) advance() {
+	switch s.phase {
+	case running, delaying:
+		if s.pool.Active() > 0 {
+			return
+		}
+		// Every worker ended and none will restart: the child exited on
+		// its own. The same cleanup as a shutdown follows, for whatever
+		// it left behind.
+		s.phase, s.deadline = stopping, time.Now().Add(s.cfg.stopTimeout)
+		s.advance()
+	case stopping:
+		if s.pool.Live() > 0 {
+			return
+		}
+		s.beginDrain()
+	case draining, killing:
+		// The reaper may have collected a worker whose exit is still
+		// queued for us: HasChildren alone would end the loop before the
+		// worker's status is known.
+		if s.pool.Live() == 0 && !reaper.HasChildren() {
+			s.phase = finished
+		}
+	}
+}
+
+// beginDrain deals with the processes left once every worker is gone, per
+// --orphans, within what is left of the stop timeout.
+func (s *supervisor) beginDrain() {
+	s.phase = draining
+	if s.cfg.orphans == "ignore" || !reaper.HasChildren() {
+		s.phase = finished
+		return
+	}
+	if s.cfg.orphans == "terminate" {
+		n, err := reaper.SignalAll(s.cfg.stopSignal)
+		if err != nil {
+			s.log.Error("cannot signal leftover processes", "err", err)
+		}
+		s.log.Info(fmt.Sprintf("sent SIG%s to the processes left behind (--orphans=terminate); SIGKILL at the stop deadline",
+			signals.Name(s.cfg.stopSignal)), "count", n)
+	} else {
+		s.log.Info("waiting for the processes left behind (--orphans=wait)")
+	}
+}
+
+// result is goinit's exit code: the child's status for a single command,
+// the pool's for workers, mapped by --exit-code-map.
+func (s *supervisor) result() int {
+	st := s.pool.Result()
+	if !s.cfg.clusterMode {
+		st = s.pool.Slots()[0].Last
+	}
+	code := st.Code()
+	if to, ok := s.cfg.exitMap[code]; ok {
+		s.log.Debug("exit code mapped (--exit-code-map)", "from", code, "to", to)
+		code = to
+	}
+	return code
+}

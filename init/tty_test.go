@@ -1,0 +1,135 @@
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/creack/pty"
+)
+
+// TestTerminalCtrlC runs goinit the way `docker run -it` does: PID 1 of a
+// new PID namespace, session leader, with a pseudo-terminal as controlling
+// terminal. The child must get the terminal (foreground, able to read it),
+// and Ctrl-C must reach it and end goinit with 130.
+func TestTerminalCtrlC(t *testing.T) {
+	requireRoot(t)
+	ptmx, tty, err := pty.Open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ptmx.Close()
+	script := `awk '{print ($5==$8) ? "foreground" : "background"}' /proc/self/stat; echo ready; read line; echo "read $line"; exec sleep 1000`
+	cmd := exec.Command(goinitBin(t), "--", "sh", "-c", script)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = tty, tty, tty
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0, Cloneflags: syscall.CLONE_NEWPID}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	tty.Close()
+	done := make(chan int, 1)
+	go func() {
+		_ = cmd.Wait()
+		done <- cmd.ProcessState.ExitCode()
+	}()
+	defer cmd.Process.Kill()
+
+	lines := make(chan string, 16)
+	go func() {
+		sc := bufio.NewScanner(ptmx)
+		for sc.Scan() {
+			lines <- strings.TrimSpace(sc.Text())
+		}
+		close(lines)
+	}()
+	expect := func(want string) {
+		t.Helper()
+		deadline := time.After(10 * time.Second)
+		for {
+			select {
+			case l, ok := <-lines:
+				if !ok {
+					t.Fatalf("terminal closed before %q", want)
+				}
+				if l == want {
+					return
+				}
+				if l == "background" {
+					t.Fatal("the child is not the terminal's foreground process group")
+				}
+			case <-deadline:
+				t.Fatalf("no %q on the terminal", want)
+			}
+		}
+	}
+	expect("foreground")
+	expect("ready")
+	fmt.Fprintf(ptmx, "hello\n")
+	expect("read hello")
+	eventually(t, 10*time.Second, "sleep to run", func() bool {
+		for pid := range descendants(cmd.Process.Pid) {
+			if b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid)); strings.TrimSpace(string(b)) == "sleep" {
+				return true
+			}
+		}
+		return false
+	})
+	ptmx.Write([]byte{3}) // Ctrl-C
+	select {
+	case code := <-done:
+		if code != 130 {
+			t.Fatalf("exit %d, want 130", code)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Ctrl-C did not end goinit")
+	}
+}
+
+// TestJobControl checks dumb-init's shell job control: SIGTSTP to goinit
+// (Ctrl-Z at a shell) stops the child and goinit itself, so the shell sees
+// the job stop; SIGCONT (fg or bg) resumes both.
+func TestJobControl(t *testing.T) {
+	for _, sig := range []syscall.Signal{syscall.SIGTSTP, syscall.SIGTTIN, syscall.SIGTTOU} {
+		t.Run(sig.String(), func(t *testing.T) {
+			p := start(t, runOpts{}, "--", "sh", "-c", "echo ready; exec sleep 1000")
+			p.waitLine("ready", 10*time.Second)
+			waitForExec(t, p, "sleep")
+			goinitPid := p.cmd.Process.Pid
+			var child int
+			for pid := range descendants(goinitPid) {
+				child = pid
+			}
+			p.signal(sig)
+			eventually(t, 10*time.Second, "child and goinit to stop", func() bool {
+				return procState(goinitPid) == "T" && procState(child) == "T"
+			})
+			p.signal(syscall.SIGCONT)
+			eventually(t, 10*time.Second, "child and goinit to resume", func() bool {
+				return procState(goinitPid) != "T" && procState(child) != "T"
+			})
+			p.signal(syscall.SIGTERM)
+			if code := p.wait(10 * time.Second); code != 143 {
+				t.Fatalf("exit %d, want 143", code)
+			}
+		})
+	}
+}
+
+// procState is the state letter of pid in /proc ("S", "T", "Z"...).
+func procState(pid int) string {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return ""
+	}
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	if len(f) == 0 {
+		return ""
+	}
+	return f[0]
+}
