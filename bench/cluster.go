@@ -1,0 +1,740 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// The apps served in the cluster figures.
+const (
+	nodeApp = "Node app"
+	goApp   = "Go app"
+)
+
+// refContender is the row the cluster figures are divided by.
+const refContender = "goinit shared"
+
+// clusterPeer is one way of running N workers of an app on one port.
+type clusterPeer struct {
+	// name is the contender's name in the table.
+	name string
+	// app is nodeApp or goApp.
+	app string
+	// tools are the names in Tools.Missing this peer needs.
+	tools []string
+	// supervised is false for the no-supervisor ceiling.
+	supervised bool
+	// note is printed in the table's Note column.
+	note string
+	// start launches n workers serving on 127.0.0.1:port.
+	start func(port, n int) (*clusterRun, error)
+}
+
+// run starts the peer with n workers on port.
+func (p clusterPeer) run(port, n int) (*clusterRun, error) {
+	c, err := p.start(port, n)
+	if err != nil {
+		return nil, err
+	}
+	c.peer = p
+	return c, nil
+}
+
+// clusterRun is one running cluster contender.
+type clusterRun struct {
+	peer clusterPeer
+	port int
+	// sup is the supervisor: goinit, the cluster primary, pm2-runtime; nil
+	// for the ceiling.
+	sup *proc
+	// alone are the ceiling's worker processes.
+	alone []*proc
+	// client talks to the workers, one connection per request.
+	client *http.Client
+}
+
+// clusterPeers returns the cluster contenders for app, goinit's first, noting
+// those whose tools are absent.
+func (h *harness) clusterPeers(app string, names ...string) ([]clusterPeer, error) {
+	t := h.tools
+	var all []clusterPeer
+	appArgv, appTools := []string{t.GoServer}, []string{"goserver"}
+	if app == nodeApp {
+		appArgv, appTools = []string{t.Node, t.NodeServer}, []string{"node", "server.js"}
+	}
+	for _, balance := range []string{"shared", "reuseport"} {
+		all = append(all, clusterPeer{
+			name: "goinit " + balance, app: app, tools: appTools, supervised: true,
+			note: "socket activation, --balance=" + balance,
+			start: func(port, n int) (*clusterRun, error) {
+				argv := append([]string{t.Goinit, "--workers=" + strconv.Itoa(n),
+					"--listen=127.0.0.1:" + strconv.Itoa(port), "--balance=" + balance, "--"}, appArgv...)
+				return h.startSupervised(port, argv, startOptions{})
+			},
+		})
+	}
+	if app == nodeApp {
+		all = append(all,
+			clusterPeer{
+				name: "node cluster", app: app, tools: []string{"node", "cluster.js"}, supervised: true,
+				note: "examples/nodeserver/cluster.js, round-robin; re-forks 1 s after a crash",
+				start: func(port, n int) (*clusterRun, error) {
+					return h.startSupervised(port, []string{t.Node, t.NodeCluster}, startOptions{env: []string{
+						"PORT=" + strconv.Itoa(port), "HOST=127.0.0.1", "WORKERS=" + strconv.Itoa(n)}})
+				},
+			},
+			clusterPeer{
+				name: "pm2", app: app, tools: []string{"node", "pm2-runtime", "server.js"}, supervised: true,
+				note: "pm2-runtime -i N (pm2 cluster mode)",
+				start: func(port, n int) (*clusterRun, error) {
+					home, err := os.MkdirTemp(h.tmp, "pm2-")
+					if err != nil {
+						return nil, fmt.Errorf("create PM2_HOME: %w", err)
+					}
+					return h.startSupervised(port, []string{t.PM2Runtime, "start", t.NodeServer, "-i", strconv.Itoa(n)},
+						startOptions{dir: home, env: []string{"PORT=" + strconv.Itoa(port), "HOST=127.0.0.1", "PM2_HOME=" + home}})
+				},
+			})
+	} else {
+		all = append(all, clusterPeer{
+			name: "reuseport, no supervisor", app: app, tools: []string{"goserver"},
+			note:  "the ceiling: N processes, each with its own SO_REUSEPORT socket",
+			start: func(port, n int) (*clusterRun, error) { return h.startAlone(port, n) },
+		})
+	}
+	var out []clusterPeer
+	for _, p := range all {
+		if len(names) > 0 && !contains(names, p.name) {
+			continue
+		}
+		if err := t.need(p.tools...); err != nil {
+			if err := h.skip(p.name+" ("+app+")", err); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		out = append(out, p)
+	}
+	return out, nil
+}
+
+// startSupervised starts a supervisor that runs the workers itself.
+func (h *harness) startSupervised(port int, argv []string, o startOptions) (*clusterRun, error) {
+	p, err := h.launch.start(argv, o)
+	if err != nil {
+		return nil, err
+	}
+	return &clusterRun{port: port, sup: p, client: newClient()}, nil
+}
+
+// startAlone starts the ceiling: n copies of the Go server, each handed its
+// own SO_REUSEPORT socket by socket activation, with no process above them
+// but the harness. goserver binds no SO_REUSEPORT socket by itself, so the
+// harness binds them; after the start it holds none, and the kernel spreads
+// connections over the n sockets exactly as if each server had bound its
+// own.
+func (h *harness) startAlone(port, n int) (*clusterRun, error) {
+	c := &clusterRun{port: port, client: newClient()}
+	for i := 0; i < n; i++ {
+		f, err := reusePortSocket(port)
+		if err != nil {
+			c.stop()
+			return nil, err
+		}
+		// LISTEN_PID must be the server's own pid, unknown before the fork:
+		// the shell learns it and keeps it by exec'ing the server.
+		p, err := h.launch.start([]string{"/bin/sh", "-c", `LISTEN_PID=$$ exec "$0"`, h.tools.GoServer}, startOptions{
+			plain: true, files: []*os.File{f},
+			env: []string{"LISTEN_FDS=1", "GOINIT_WORKER_ID=" + strconv.Itoa(i)},
+		})
+		f.Close()
+		if err != nil {
+			c.stop()
+			return nil, err
+		}
+		c.alone = append(c.alone, p)
+	}
+	return c, nil
+}
+
+// reusePortSocket returns a listening TCP socket on 127.0.0.1:port with
+// SO_REUSEPORT set, as a file to pass to a child.
+func reusePortSocket(port int) (*os.File, error) {
+	lc := net.ListenConfig{Control: func(_, _ string, rc syscall.RawConn) error {
+		var serr error
+		err := rc.Control(func(fd uintptr) {
+			serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, 0xf /* SO_REUSEPORT */, 1)
+		})
+		return errors.Join(err, serr)
+	}}
+	l, err := lc.Listen(context.Background(), "tcp4", "127.0.0.1:"+strconv.Itoa(port))
+	if err != nil {
+		return nil, fmt.Errorf("bind SO_REUSEPORT socket on port %d: %w", port, err)
+	}
+	defer l.Close()
+	f, err := l.(*net.TCPListener).File()
+	if err != nil {
+		return nil, fmt.Errorf("socket file: %w", err)
+	}
+	return f, nil
+}
+
+// newClient returns an HTTP client that opens a new connection for every
+// request, so that probes are spread over workers like new clients are.
+func newClient() *http.Client {
+	return &http.Client{
+		Transport: &http.Transport{DisableKeepAlives: true},
+		Timeout:   2 * time.Second,
+	}
+}
+
+// freePort returns a TCP port on 127.0.0.1 that was free a moment ago.
+func freePort() (int, error) {
+	l, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		return 0, fmt.Errorf("find a free port: %w", err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// url returns the address of path on the contender.
+func (c *clusterRun) url(path string) string {
+	return "http://127.0.0.1:" + strconv.Itoa(c.port) + path
+}
+
+// workers returns the host pids of the live workers, oldest first.
+func (c *clusterRun) workers() []int {
+	var pids []int
+	if c.sup == nil {
+		for _, p := range c.alone {
+			if !p.exited() {
+				pids = append(pids, p.pid())
+			}
+		}
+	} else {
+		pids, _ = children(c.sup.pid())
+	}
+	comm := "goserver"
+	if c.peer.app == nodeApp {
+		comm = "node"
+	}
+	start := map[int]uint64{}
+	live := pids[:0]
+	for _, p := range pids {
+		st, err := readStat(p)
+		if err != nil || st.State == 'Z' {
+			continue
+		}
+		// pm2 runs git (through sh) in the app's directory to record its
+		// version: such passing children are not workers. pm2 also sets its
+		// workers' title, so comm is "node /path/to..." there: a prefix.
+		if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", p)); err != nil || !strings.HasPrefix(string(b), comm) {
+			continue
+		}
+		start[p] = st.Start
+		live = append(live, p)
+	}
+	slices.SortFunc(live, func(a, b int) int { return int(start[a]) - int(start[b]) })
+	return live
+}
+
+// supervisorCPU returns the CPU time the supervisor has used; 0 without one.
+func (c *clusterRun) supervisorCPU() time.Duration {
+	if c.sup == nil {
+		return 0
+	}
+	return cpuTime(c.sup.pid())
+}
+
+// exited reports whether the supervisor (or every lone worker) is gone.
+func (c *clusterRun) exited() bool {
+	if c.sup != nil {
+		return c.sup.exited()
+	}
+	for _, p := range c.alone {
+		if !p.exited() {
+			return false
+		}
+	}
+	return true
+}
+
+// stderr returns the end of the supervisor's stderr, for error messages.
+func (c *clusterRun) stderr() string {
+	if c.sup != nil {
+		return c.sup.stderrSuffix()
+	}
+	return ""
+}
+
+// stop ends the contender and everything under it.
+func (c *clusterRun) stop() {
+	if c.sup != nil {
+		c.sup.stop(5 * time.Second)
+	}
+	for _, p := range c.alone {
+		p.stop(5 * time.Second)
+	}
+	c.client.CloseIdleConnections()
+}
+
+// waitReady waits until n workers run and the port answers /healthz.
+func (c *clusterRun) waitReady(ctx context.Context, n int) error {
+	err := waitFor(ctx, 30*time.Second, func() bool {
+		if c.exited() {
+			return true
+		}
+		if len(c.workers()) < n {
+			return false
+		}
+		resp, err := c.client.Get(c.url("/healthz"))
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
+	if c.exited() {
+		return fmt.Errorf("exited before serving%s", c.stderr())
+	}
+	if err != nil {
+		return fmt.Errorf("%d workers not serving on port %d: %w%s", n, c.port, err, c.stderr())
+	}
+	return nil
+}
+
+// workerStats is a worker's answer to GET /stats.
+type workerStats struct {
+	Pid      int   `json:"pid"`
+	Requests int64 `json:"requests"`
+}
+
+// stats asks GET /stats over new connections until every live worker has
+// answered, and returns each worker's request count by the pid it reports.
+// The probes go in concurrent bursts: with one shared socket, an idle worker
+// that wins the race for one connection tends to win it for every
+// sequential one, and the other would never be asked. Bursts are bounded.
+func (c *clusterRun) stats(ctx context.Context) (map[int]int64, error) {
+	want := len(c.workers())
+	got := map[int]int64{}
+	var mu sync.Mutex
+	for burst := 0; burst < 50 && len(got) < want; burst++ {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		var wg sync.WaitGroup
+		for i := 0; i < 4*want; i++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				s, err := c.getStats()
+				if err != nil {
+					return
+				}
+				mu.Lock()
+				defer mu.Unlock()
+				got[s.Pid] = max(got[s.Pid], s.Requests)
+			}()
+		}
+		wg.Wait()
+	}
+	if len(got) < want {
+		return got, fmt.Errorf("only %d of %d workers answered /stats", len(got), want)
+	}
+	return got, nil
+}
+
+// getStats makes one GET /stats.
+func (c *clusterRun) getStats() (workerStats, error) {
+	return c.getStatsCtx(context.Background())
+}
+
+// getStatsCtx makes one GET /stats, abandoned when ctx is done.
+func (c *clusterRun) getStatsCtx(ctx context.Context) (workerStats, error) {
+	var s workerStats
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.url("/stats"), nil)
+	if err != nil {
+		return s, err
+	}
+	resp, err := c.client.Do(req)
+	if err != nil {
+		return s, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return s, fmt.Errorf("GET /stats: %s", resp.Status)
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&s); err != nil {
+		return s, fmt.Errorf("GET /stats: %w", err)
+	}
+	return s, nil
+}
+
+// balance returns max/min of the requests each worker served between two
+// /stats snapshots: +Inf if a worker served none.
+func balance(before, after map[int]int64) (float64, error) {
+	if len(after) == 0 {
+		return 0, errors.New("no worker answered /stats")
+	}
+	lo, hi := int64(-1), int64(0)
+	for pid, n := range after {
+		d := n - before[pid]
+		hi = max(hi, d)
+		if lo < 0 || d < lo {
+			lo = d
+		}
+	}
+	if hi == 0 {
+		return 0, errors.New("no worker served a request")
+	}
+	if lo == 0 {
+		return math.Inf(1), nil
+	}
+	return float64(hi) / float64(lo), nil
+}
+
+// restartTime SIGKILLs the oldest worker and times until a worker that was
+// not running before answers /stats: the replacement has started and
+// accepts. Probes start every few milliseconds without waiting for each
+// other, because a probe handed to the dying worker (by a cluster primary,
+// or queued on its SO_REUSEPORT socket) can hang until its timeout and must
+// not hold up the next one. The harness then waits for n workers again.
+func (c *clusterRun) restartTime(ctx context.Context, n int) (time.Duration, error) {
+	ws := c.workers()
+	if len(ws) == 0 {
+		return 0, errors.New("no worker to kill")
+	}
+	old := map[int]bool{}
+	for _, w := range ws {
+		ip, err := innerPid(w)
+		if err != nil {
+			return 0, err
+		}
+		old[ip] = true
+	}
+	parent := ctx
+	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	t0 := time.Now()
+	if err := syscall.Kill(ws[0], syscall.SIGKILL); err != nil {
+		return 0, fmt.Errorf("kill worker %d: %w", ws[0], err)
+	}
+	fresh := make(chan time.Duration, 1)
+	inflight := make(chan struct{}, 32)
+	tick := time.NewTicker(3 * time.Millisecond)
+	defer tick.Stop()
+	var wg sync.WaitGroup
+	defer func() { cancel(); wg.Wait() }()
+	for {
+		select {
+		case d := <-fresh:
+			cancel()
+			wg.Wait()
+			return d, c.waitReady(parent, n)
+		case <-ctx.Done():
+			return 0, fmt.Errorf("no replacement accepted: %w%s", ctx.Err(), c.stderr())
+		case <-tick.C:
+			select {
+			case inflight <- struct{}{}:
+			default:
+				continue // 32 probes hanging: wait for one to end
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer func() { <-inflight }()
+				s, err := c.getStatsCtx(ctx)
+				if err == nil && !old[s.Pid] {
+					select {
+					case fresh <- time.Since(t0):
+					default:
+					}
+				}
+			}()
+		}
+	}
+}
+
+// loadKinds are the two wrk loads of the throughput figures.
+var loadKinds = [...]struct {
+	name      string
+	closeConn bool
+}{{"keep-alive", false}, {"new connection per request", true}}
+
+// figures collects values per figure and contender, keeping the order in
+// which figures are declared.
+type figures struct {
+	order []Row
+	vals  map[string]map[string][]float64
+	notes map[string]map[string]string
+}
+
+// newFigures returns an empty collection.
+func newFigures() *figures {
+	return &figures{vals: map[string]map[string][]float64{}, notes: map[string]map[string]string{}}
+}
+
+// declare adds a figure: a Row template whose Contender is ignored.
+func (f *figures) declare(r Row) {
+	f.order = append(f.order, r)
+	f.vals[r.Figure] = map[string][]float64{}
+	f.notes[r.Figure] = map[string]string{}
+}
+
+// add records one value.
+func (f *figures) add(fig, contender string, v float64) {
+	f.vals[fig][contender] = append(f.vals[fig][contender], v)
+}
+
+// note sets a contender's note for a figure.
+func (f *figures) note(fig, contender, note string) { f.notes[fig][contender] = note }
+
+// rows adds the collected rows to the report, in figure order and then in
+// the order of contenders.
+func (f *figures) rows(r *Report, contenders []string) {
+	for _, tmpl := range f.order {
+		for _, c := range contenders {
+			vs, ok := f.vals[tmpl.Figure][c]
+			note, noted := f.notes[tmpl.Figure][c]
+			if !ok && !noted {
+				continue
+			}
+			row := tmpl
+			row.Contender = c
+			row.Value = Summarize(vs)
+			row.Ref = c == refContender
+			if noted {
+				row.Note = note
+			}
+			r.add(row)
+		}
+	}
+}
+
+// throughput measures figures 4, 5 and 7 (and the restart time of figure 6)
+// for both apps.
+func (h *harness) throughput(ctx context.Context) error {
+	if err := h.tools.need("wrk"); err != nil {
+		return h.skip("cluster figures", err)
+	}
+	var errs []error
+	for _, app := range []string{nodeApp, goApp} {
+		if err := h.throughputApp(ctx, app); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// throughputApp runs every cluster contender of app LoadReps times.
+func (h *harness) throughputApp(ctx context.Context, app string) error {
+	peers, err := h.clusterPeers(app)
+	if err != nil {
+		return err
+	}
+	dur := fmt.Sprintf("%v", h.plan.LoadDuration)
+	f := newFigures()
+	for _, k := range loadKinds {
+		f.declare(Row{Figure: "4. requests/s, " + app + ", " + k.name, Unit: PerSecond})
+		f.declare(Row{Figure: "4. p99 latency, " + app + ", " + k.name, Unit: Seconds})
+	}
+	for _, k := range loadKinds {
+		f.declare(Row{Figure: "5. balance: max/min requests per worker, " + app + ", " + k.name, Unit: Ratio})
+	}
+	figRestart := "6. crash → replacement accepts, " + app
+	f.declare(Row{Figure: figRestart, Unit: Seconds})
+	for _, k := range loadKinds {
+		f.declare(Row{Figure: "7. supervisor CPU during a " + dur + " load, " + app + ", " + k.name, Unit: Seconds})
+	}
+
+	var errs []error
+	for rep := 0; rep < h.plan.LoadReps; rep++ {
+		for _, peer := range rotate(peers, rep) {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			h.logf("throughput %s, %s, run %d of %d", app, peer.name, rep+1, h.plan.LoadReps)
+			if err := h.loadOnce(ctx, peer, f, figRestart); err != nil {
+				errs = append(errs, fmt.Errorf("%s, %s: %w", app, peer.name, err))
+				f.note(f.order[0].Figure, peer.name, "failed: "+err.Error())
+			}
+		}
+	}
+	var names []string
+	for _, p := range peers {
+		names = append(names, p.name)
+		if !p.supervised {
+			f.note(figRestart, p.name, "n/a: nothing restarts a worker")
+			for _, k := range loadKinds {
+				f.note("7. supervisor CPU during a "+dur+" load, "+app+", "+k.name, p.name, "n/a: no supervisor")
+			}
+		}
+		if f.notes[f.order[0].Figure][p.name] == "" {
+			f.note(f.order[0].Figure, p.name, p.note)
+		}
+	}
+	f.rows(h.report, names)
+	return errors.Join(errs...)
+}
+
+// loadOnce starts peer, runs both loads against it, then times the
+// replacement of killed workers, and stops it.
+func (h *harness) loadOnce(ctx context.Context, peer clusterPeer, f *figures, figRestart string) error {
+	port, err := freePort()
+	if err != nil {
+		return err
+	}
+	c, err := peer.run(port, h.plan.Workers)
+	if err != nil {
+		return err
+	}
+	defer c.stop()
+	if err := c.waitReady(ctx, h.plan.Workers); err != nil {
+		return err
+	}
+	load := wrkLoad{url: c.url("/"), threads: h.plan.Threads, connections: h.plan.Connections}
+	if h.plan.Warmup > 0 {
+		load.duration = h.plan.Warmup
+		if _, err := runWrk(ctx, h.tools.Wrk, load); err != nil {
+			return fmt.Errorf("warm-up: %w", err)
+		}
+	}
+	load.duration = h.plan.LoadDuration
+	dur := fmt.Sprintf("%v", h.plan.LoadDuration)
+	for _, k := range loadKinds {
+		load.closeConn = k.closeConn
+		figBalance := "5. balance: max/min requests per worker, " + peer.app + ", " + k.name
+		before, beforeErr := c.stats(ctx)
+		cpu0 := c.supervisorCPU()
+		res, err := runWrk(ctx, h.tools.Wrk, load)
+		if err != nil {
+			return err
+		}
+		cpu := c.supervisorCPU() - cpu0
+		f.add("4. requests/s, "+peer.app+", "+k.name, peer.name, res.RPS)
+		f.add("4. p99 latency, "+peer.app+", "+k.name, peer.name, res.P99.Seconds())
+		if res.Errors > 0 {
+			f.note("4. requests/s, "+peer.app+", "+k.name, peer.name, fmt.Sprintf("%d errors in the last run", res.Errors))
+		}
+		if peer.supervised {
+			f.add("7. supervisor CPU during a "+dur+" load, "+peer.app+", "+k.name, peer.name, cpu.Seconds())
+		}
+		after, afterErr := c.stats(ctx)
+		if err := errors.Join(beforeErr, afterErr); err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			f.note(figBalance, peer.name, "a run without figure: "+err.Error())
+		} else if b, err := balance(before, after); err != nil {
+			f.note(figBalance, peer.name, "a run without figure: "+err.Error())
+		} else {
+			f.add(figBalance, peer.name, b)
+		}
+	}
+	if !peer.supervised {
+		return nil
+	}
+	for i := 0; i < h.plan.RestartKills; i++ {
+		d, err := c.restartTime(ctx, h.plan.Workers)
+		if err != nil {
+			return fmt.Errorf("restart %d: %w", i+1, err)
+		}
+		f.add(figRestart, peer.name, d.Seconds())
+	}
+	if peer.name == "node cluster" {
+		f.note(figRestart, peer.name, "cluster.js waits 1 s before re-forking")
+	}
+	return nil
+}
+
+// clusterIdleRSS measures the supervisor's resident memory with IdleWorkers
+// idle workers of the Node app (figure 1).
+func (h *harness) clusterIdleRSS(ctx context.Context) error {
+	fig := fmt.Sprintf("1. idle RSS of the supervisor, %d workers", h.plan.IdleWorkers)
+	peers, err := h.clusterPeers(nodeApp, refContender, "node cluster", "pm2")
+	if err != nil {
+		return err
+	}
+	f := newFigures()
+	f.declare(Row{Figure: fig, Unit: Bytes})
+	var errs []error
+	for rep := 0; rep < h.plan.RSSRuns; rep++ {
+		for _, peer := range rotate(peers, rep) {
+			h.logf("idle RSS with %d workers: %s", h.plan.IdleWorkers, peer.name)
+			v, err := h.idleClusterRSS(ctx, peer)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", peer.name, err))
+				f.note(fig, peer.name, "failed: "+err.Error())
+				continue
+			}
+			f.add(fig, peer.name, float64(v))
+		}
+	}
+	var names []string
+	for _, p := range peers {
+		names = append(names, p.name)
+		if f.notes[fig][p.name] == "" {
+			f.note(fig, p.name, "Node app")
+		}
+	}
+	f.rows(h.report, names)
+	return errors.Join(errs...)
+}
+
+// idleClusterRSS starts peer with IdleWorkers workers, lets it settle and
+// reads the supervisor's VmRSS.
+func (h *harness) idleClusterRSS(ctx context.Context, peer clusterPeer) (int64, error) {
+	port, err := freePort()
+	if err != nil {
+		return 0, err
+	}
+	c, err := peer.run(port, h.plan.IdleWorkers)
+	if err != nil {
+		return 0, err
+	}
+	defer c.stop()
+	if err := c.waitReady(ctx, h.plan.IdleWorkers); err != nil {
+		return 0, err
+	}
+	sleepCtx(ctx, h.plan.Settle)
+	return rss(c.sup.pid())
+}
+
+// killStrayPM2 kills any process whose command line or environment names
+// one of this run's PM2_HOME directories: a pm2 daemon that escaped its
+// contender's process group and namespace.
+func (h *harness) killStrayPM2() {
+	if h.tmp == "" {
+		return
+	}
+	dirs, _ := filepath.Glob("/proc/[0-9]*")
+	for _, d := range dirs {
+		pid, err := strconv.Atoi(filepath.Base(d))
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		for _, f := range []string{"cmdline", "environ"} {
+			b, _ := os.ReadFile(filepath.Join(d, f))
+			if bytes.Contains(b, []byte(h.tmp)) {
+				h.logf("killing stray pm2 process %d", pid)
+				_ = syscall.Kill(pid, syscall.SIGKILL)
+				break
+			}
+		}
+	}
+}
