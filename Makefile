@@ -1,0 +1,39 @@
+# goinit: make build | test | demo | bench | lint
+GO      ?= go
+VERSION := $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -s -w -X main.version=$(VERSION)
+STATICCHECK := $(shell $(GO) env GOPATH)/bin/staticcheck
+
+.PHONY: build test lint deps demo bench bench-quick clean
+
+## build: the static goinit binary in bin/goinit
+build:
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/goinit ./init
+	@file bin/goinit | grep -q 'statically linked' || { echo 'bin/goinit is not static' >&2; exit 1; }
+
+## deps: install what the tests need (Debian packages, pm2, staticcheck); idempotent
+deps:
+	bash scripts/install-deps.sh
+
+## lint: gofmt, go vet and staticcheck must be clean
+lint: deps
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo 'gofmt: files above are not formatted' >&2; exit 1; }
+	$(GO) vet ./...
+	$(STATICCHECK) ./...
+
+## test: every test, as root on a real kernel (PID namespaces, runc, cgroup v1, a cgroup v2 VM)
+test: lint
+	$(GO) test -count=1 -timeout 25m ./...
+
+## demo: goinit as PID 1 of a new PID namespace running 2 workers of the example server
+demo: build
+	CGO_ENABLED=0 $(GO) build -trimpath -o bin/goserver ./examples/goserver
+	bash examples/demo.sh bin/goinit bin/goserver
+
+## bench: goinit side by side with tini, dumb-init, Node cluster and pm2 (BENCH_QUICK=1 for a 1-minute run)
+bench:
+	bash bench/install-peers.sh
+	$(GO) run ./bench/cmd/goinit-bench
+
+clean:
+	rm -rf bin

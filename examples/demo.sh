@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# demo.sh GOINIT SERVER [PORT]: goinit's main job on the example server.
+# goinit runs as PID 1 of a new PID namespace (as in a container) with two
+# workers sharing 127.0.0.1:PORT; the demo sends requests, SIGKILLs a worker
+# under traffic (goinit restarts it; no request fails), then stops goinit
+# with SIGTERM and shows its exit code.
+set -euo pipefail
+goinit=$1 server=$2 port=${3:-${PORT:-8080}}
+url="http://127.0.0.1:$port"
+
+ns=()
+if [[ $(id -u) -eq 0 ]] && command -v unshare >/dev/null; then
+	ns=(unshare --pid --fork --mount-proc)
+	echo "== goinit as PID 1 of a new PID namespace: ${ns[*]} $goinit --workers=2 --listen=127.0.0.1:$port -- $server"
+else
+	echo "== not root: goinit runs as a subreaper instead of PID 1"
+fi
+"${ns[@]}" "$goinit" --workers=2 --listen="127.0.0.1:$port" -- "$server" &
+outer=$!
+# Any thread of goinit may have forked a worker: read every thread's list.
+children() { cat "/proc/$1"/task/*/children 2>/dev/null || true; }
+goinit_pid=$outer
+if ((${#ns[@]})); then
+	for _ in $(seq 100); do goinit_pid=$(children "$outer" | awk '{print $1}'); [[ -n $goinit_pid ]] && break; sleep 0.05; done
+fi
+trap 'kill -KILL $goinit_pid $outer 2>/dev/null || true' EXIT
+for _ in $(seq 100); do curl -sf "$url/healthz" >/dev/null 2>&1 && break; sleep 0.05; done
+
+echo "== four requests; the kernel spreads them over the workers"
+for _ in 1 2 3 4; do curl -s "$url/"; done
+
+victim=$(children "$goinit_pid" | awk '{print $1}')
+echo "== SIGKILL worker process $victim while 200 requests run"
+( for _ in $(seq 200); do curl -s -o /dev/null -w '%{http_code}\n' "$url/"; done ) > /tmp/goinit-demo.codes &
+load=$!
+kill -KILL "$victim"
+wait $load
+echo "   answers: $(sort /tmp/goinit-demo.codes | uniq -c | awk '{printf "%s x HTTP %s  ", $1, $2}')"
+rm -f /tmp/goinit-demo.codes
+for _ in $(seq 100); do [[ $(children "$goinit_pid" | wc -w) -eq 2 ]] && break; sleep 0.05; done
+echo "== workers now: $(children "$goinit_pid")"
+
+echo "== SIGTERM to goinit: workers drain and exit, goinit exits with their status"
+kill -TERM "$goinit_pid"
+set +e
+wait $outer
+code=$?
+set -e
+trap - EXIT
+echo "== goinit exited with $code"
