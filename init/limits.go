@@ -4,7 +4,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
+	"slices"
+	"strings"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/goinit/goinit/cgroup"
 	"github.com/goinit/goinit/reaper"
@@ -34,14 +39,16 @@ func openCgroups(cfg *config, env *workerEnv, log *slog.Logger) (func(), error) 
 		return nil, nil
 	}
 	h, err := cgroup.Open(cgroup.Options{Limits: limits, Logger: log})
-	if err != nil {
-		if errors.Is(err, cgroup.ErrUnavailable) && cfg.cgroupMode == "optional" {
-			log.Warn(fmt.Sprintf("running without per-worker limits (--cgroup=optional): %v", err))
-			return nil, nil
-		}
-		if errors.Is(err, cgroup.ErrUnavailable) {
-			return nil, usagef("cannot apply per-worker limits: %v; or set --cgroup=optional to run without them", err)
-		}
+	var ue *cgroup.UnavailableError
+	switch {
+	case errors.As(err, &ue) && cfg.cgroupMode == "optional":
+		what, cause, fix, _ := unavailable(ue)
+		log.Warn(fmt.Sprintf("running without per-worker limits (--cgroup=optional): cannot apply %s: %s; to apply them, %s", what, cause, fix))
+		return nil, nil
+	case errors.As(err, &ue):
+		what, cause, fix, drop := unavailable(ue)
+		return nil, usagef("cannot apply %s: %s; %s, %s, or set --cgroup=optional to run without limits", what, cause, fix, drop)
+	case err != nil:
 		return nil, fmt.Errorf("cannot apply per-worker limits: %w", err)
 	}
 	l := &limiter{h: h, limits: limits, log: log, slots: map[int]*cgroup.Slot{}, oomKills: map[int]uint64{}}
@@ -54,6 +61,31 @@ func openCgroups(cfg *config, env *workerEnv, log *slog.Logger) (func(), error) 
 			log.Warn("cannot remove worker cgroups", "err", err)
 		}
 	}, nil
+}
+
+// limitFlags names the flag of each limit as cgroup.UnavailableError.Limit
+// spells it.
+var limitFlags = map[string]string{
+	"memory":      "--memory-limit",
+	"memory-high": "--memory-high",
+	"cpu":         "--cpu-limit",
+	"pids":        "--pids-limit",
+}
+
+// unavailable splits the cgroup package's explanation of a limit goinit
+// cannot apply into what to say: which flag, the cause, the fix in the
+// environment, and how to do without, naming goinit's flags rather than
+// the package's "run without the memory limit".
+func unavailable(ue *cgroup.UnavailableError) (what, cause, fix, drop string) {
+	what, drop = "per-worker limits", "drop the limit flags"
+	if f, ok := limitFlags[ue.Limit]; ok {
+		what, drop = f, "drop "+f
+	}
+	fix = ue.Fix
+	if i := strings.LastIndex(fix, " or run without "); i > 0 {
+		fix = strings.TrimSuffix(fix[:i], ",")
+	}
+	return what, ue.Cause, fix, drop
 }
 
 func (l *limiter) slot(id int) (slotCgroup, error) {
@@ -89,29 +121,43 @@ func (l *limiter) explain(id int, st reaper.Status) string {
 	if l.newOOMKills(id) == 0 {
 		return ""
 	}
-	limit := "memory limit " + cgroup.FormatBytes(l.limits.Memory)
-	if l.limits.Memory == 0 {
-		limit = "cgroup memory limit"
-	}
-	if st.Signaled() && st.Signal() == 9 {
+	limit := l.limitText()
+	if st.Signaled() && st.Signal() == unix.SIGKILL {
 		return fmt.Sprintf("killed by the OOM killer (%s)", limit)
 	}
-	return fmt.Sprintf("%s; a process inside it was killed by the OOM killer (%s)", st, limit)
+	// The kernel chose a child and the worker ended on its own, e.g.
+	// exiting 1 when its child died.
+	return fmt.Sprintf("%s (a process inside it was killed by the OOM killer, %s)", st, limit)
 }
 
 // check reports OOM kills inside workers that kept running: the kernel
 // chose a child of the worker, and the worker may not notice.
 func (l *limiter) check(name func(int) string) {
-	for id := range l.slots {
-		if n := l.newOOMKills(id); n > 0 {
-			l.log.Warn(fmt.Sprintf("%s: %d process(es) inside it killed by the OOM killer (memory limit %s); the worker itself is still running",
-				name(id), n, cgroup.FormatBytes(l.limits.Memory)), "worker", id, "oom_kills", l.oomKills[id])
+	for _, id := range slices.Sorted(maps.Keys(l.slots)) {
+		n := l.newOOMKills(id)
+		if n == 0 {
+			continue
 		}
+		what := "a process inside it was"
+		if n > 1 {
+			what = fmt.Sprintf("%d processes inside it were", n)
+		}
+		l.log.Warn(fmt.Sprintf("%s: %s killed by the OOM killer (%s); the worker itself is still running",
+			name(id), what, l.limitText()), "worker", id, "oom_kills", l.oomKills[id])
 	}
 }
 
-// OOMKills is the total OOM kills seen per worker slot, for metrics.
-func (l *limiter) OOMKills() map[int]uint64 { return l.oomKills }
+// limitText names the memory limit the OOM killer enforced.
+func (l *limiter) limitText() string {
+	if l.limits.Memory == 0 {
+		return "cgroup memory limit"
+	}
+	return "memory limit " + cgroup.FormatBytes(l.limits.Memory)
+}
+
+// OOMKills is the total OOM kills seen per worker slot, for metrics. Like
+// every limiter method, call it from the supervisor's goroutine.
+func (l *limiter) OOMKills() map[int]uint64 { return maps.Clone(l.oomKills) }
 
 // availableCPUs derives --workers=auto from the cgroup CPU quota, the
 // cpuset and the online CPUs.

@@ -190,7 +190,7 @@ func (s *supervisor) beginStop(received unix.Signal) {
 		what = "the child's process group"
 	}
 	if s.cfg.clusterMode {
-		what = fmt.Sprintf("%d workers", s.pool.Live())
+		what = fmt.Sprintf("%d worker(s)", s.pool.Live())
 	}
 	s.log.Info(fmt.Sprintf("received SIG%s; sending SIG%s to %s; SIGKILL in %s", signals.Name(received),
 		signals.Name(to), what, s.cfg.stopTimeout))

@@ -1,0 +1,98 @@
+// Command limitworker is the worker of goinit's cgroup limit tests, on the
+// host (cgroup v1), in the cgroup v2 VM and in runc containers.
+//
+//	limitworker serve DIR   serve HTTP on the socket-activated listener
+//	limitworker alloc       allocate and touch memory until killed
+//	limitworker spin        burn one CPU forever
+//
+// serve answers every request with "worker ID pid PID" (ID from
+// GOINIT_WORKER_ID) and prints "serving worker ID pid PID" once listening.
+// Every 20ms it looks in DIR for trigger files the test creates:
+//
+//	DIR/oom-ID        removed, then the worker itself allocates until killed
+//	DIR/child-oom-ID  removed, then a child "limitworker alloc" runs; when it
+//	                  ends the worker prints "worker ID child ended: STATUS"
+//	                  and keeps serving
+//
+// Removing the trigger first means the restarted worker serves normally.
+package main
+
+import (
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime/debug"
+	"time"
+
+	"github.com/goinit/goinit/listen"
+)
+
+func main() {
+	if len(os.Args) < 2 {
+		fmt.Fprintln(os.Stderr, "usage: limitworker serve DIR | alloc | spin")
+		os.Exit(2)
+	}
+	switch os.Args[1] {
+	case "serve":
+		if len(os.Args) != 3 {
+			fmt.Fprintln(os.Stderr, "usage: limitworker serve DIR")
+			os.Exit(2)
+		}
+		serve(os.Args[2])
+	case "alloc":
+		alloc()
+	case "spin":
+		for {
+		}
+	default:
+		fmt.Fprintf(os.Stderr, "limitworker: unknown mode %q\n", os.Args[1])
+		os.Exit(2)
+	}
+}
+
+func serve(dir string) {
+	id, pid := os.Getenv("GOINIT_WORKER_ID"), os.Getpid()
+	ls, err := listen.Listeners()
+	if err != nil || len(ls) != 1 {
+		fmt.Fprintf(os.Stderr, "limitworker: want one activated listener, got %d (%v)\n", len(ls), err)
+		os.Exit(1)
+	}
+	go func() {
+		for range time.Tick(20 * time.Millisecond) {
+			if os.Remove(filepath.Join(dir, "oom-"+id)) == nil {
+				alloc()
+			}
+			if os.Remove(filepath.Join(dir, "child-oom-"+id)) == nil {
+				go func() {
+					err := exec.Command("/proc/self/exe", "alloc").Run()
+					fmt.Printf("worker %s child ended: %v\n", id, err)
+				}()
+			}
+		}
+	}()
+	fmt.Printf("serving worker %s pid %d\n", id, pid)
+	err = http.Serve(ls[0], http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "worker %s pid %d\n", id, pid)
+	}))
+	fmt.Fprintf(os.Stderr, "limitworker: %v\n", err)
+	os.Exit(1)
+}
+
+// alloc grows the heap 1 MiB at a time, touching every page so it is
+// really charged, and keeps it all reachable until the OOM killer ends it.
+func alloc() {
+	debug.SetGCPercent(-1)
+	var keep [][]byte
+	for {
+		b := make([]byte, 1<<20)
+		for i := 0; i < len(b); i += 4096 {
+			b[i] = 1
+		}
+		keep = append(keep, b)
+		if len(keep)%1024 == 0 {
+			fmt.Fprintf(os.Stderr, "limitworker: %d MiB allocated and still alive\n", len(keep))
+		}
+	}
+}
