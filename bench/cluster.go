@@ -91,7 +91,7 @@ func (h *harness) clusterPeers(app string, names ...string) ([]clusterPeer, erro
 		all = append(all,
 			clusterPeer{
 				name: "node cluster", app: app, tools: []string{"node", "cluster.js"}, supervised: true,
-				note: "examples/nodeserver/cluster.js, round-robin; re-forks 1 s after a crash",
+				note: "examples/nodeserver/cluster.js, round-robin; re-forks 100 ms after a crash, like goinit",
 				start: func(port, n int) (*clusterRun, error) {
 					return h.startSupervised(port, []string{t.Node, t.NodeCluster}, startOptions{env: []string{
 						"PORT=" + strconv.Itoa(port), "HOST=127.0.0.1", "WORKERS=" + strconv.Itoa(n)}})
@@ -657,7 +657,7 @@ func (h *harness) loadOnce(ctx context.Context, peer clusterPeer, f *figures, fi
 		f.add(figRestart, peer.name, d.Seconds())
 	}
 	if peer.name == "node cluster" {
-		f.note(figRestart, peer.name, "cluster.js waits 1 s before re-forking")
+		f.note(figRestart, peer.name, "cluster.js waits 100 ms before re-forking")
 	}
 	return nil
 }

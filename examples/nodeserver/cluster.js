@@ -4,15 +4,15 @@
 // NODE_CLUSTER_SCHED_POLICY=none lets the kernel pick) and forks $WORKERS
 // workers (default: os.availableParallelism()).
 //
-// A worker that dies is re-forked after RESTART_MS, the usual cluster recipe
-// with no backoff. SIGTERM or SIGINT drains every worker, and the primary
+// A worker that dies is re-forked after $RESTART_MS (default 100, the same
+// as goinit's --restart-delay), the usual cluster recipe with no backoff. SIGTERM or SIGINT drains every worker, and the primary
 // exits 0 once all have exited.
 'use strict';
 const cluster = require('node:cluster');
 const os = require('node:os');
 const { serve } = require('./server');
 
-const RESTART_MS = 1000;
+const RESTART_MS = Number(process.env.RESTART_MS ?? 100);
 
 if (cluster.isPrimary) {
   const n = Number(process.env.WORKERS) || os.availableParallelism();
