@@ -146,34 +146,39 @@ func (p *proc) waitLine(prefix string, timeout time.Duration) string {
 	deadline := time.After(timeout)
 	seen := 0
 	for {
-		p.mu.Lock()
-		for ; seen < len(p.lines); seen++ {
-			if strings.HasPrefix(p.lines[seen], prefix) {
-				l := p.lines[seen]
-				p.mu.Unlock()
-				return l
-			}
+		line, found, cond := p.scan(prefix, &seen)
+		if found {
+			return line
 		}
-		cond := p.cond
-		p.mu.Unlock()
 		select {
 		case <-cond:
 		case <-p.done:
 			// Read whatever arrived with the exit, then give up.
-			p.mu.Lock()
-			for ; seen < len(p.lines); seen++ {
-				if strings.HasPrefix(p.lines[seen], prefix) {
-					l := p.lines[seen]
-					p.mu.Unlock()
-					return l
-				}
+			select {
+			case <-p.outEOF:
+			case <-time.After(5 * time.Second):
 			}
-			p.mu.Unlock()
+			if line, found, _ := p.scan(prefix, &seen); found {
+				return line
+			}
 			p.t.Fatalf("goinit exited (%d) before printing %q", p.code, prefix)
 		case <-deadline:
 			p.t.Fatalf("no line %q within %s", prefix, timeout)
 		}
 	}
+}
+
+// scan looks for prefix in the lines after *seen, and returns the channel
+// that is closed when the next line arrives.
+func (p *proc) scan(prefix string, seen *int) (string, bool, <-chan struct{}) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for ; *seen < len(p.lines); *seen++ {
+		if strings.HasPrefix(p.lines[*seen], prefix) {
+			return p.lines[*seen], true, nil
+		}
+	}
+	return "", false, p.cond
 }
 
 // hasLine reports whether a stdout line starts with prefix so far.
