@@ -184,7 +184,6 @@ func (s *supervisor) beginStop(received unix.Signal) {
 	if !s.cfg.clusterMode {
 		to = s.cfg.rewrite.Apply(received)
 	}
-	s.phase, s.deadline = stopping, time.Now().Add(s.cfg.stopTimeout)
 	what := "the child"
 	if s.cfg.groupScope {
 		what = "the child's process group"
@@ -192,9 +191,11 @@ func (s *supervisor) beginStop(received unix.Signal) {
 	if s.cfg.clusterMode {
 		what = fmt.Sprintf("%d worker(s)", s.pool.Live())
 	}
-	s.log.Info(fmt.Sprintf("received SIG%s; sending SIG%s to %s; SIGKILL in %s", signals.Name(received),
-		signals.Name(to), what, s.cfg.stopTimeout))
+	s.phase, s.deadline = stopping, time.Now().Add(s.cfg.stopTimeout)
+	// Signal first, log after: the log line is not worth any latency.
 	s.pool.Stop(to, s.cfg.groupScope)
+	s.log.Info(fmt.Sprintf("received SIG%s; sent SIG%s to %s; SIGKILL in %s", signals.Name(received),
+		signals.Name(to), what, s.cfg.stopTimeout))
 }
 
 func (s *supervisor) onExit(e reaper.Exit) {
