@@ -31,8 +31,10 @@ const (
 	defaultStopTimeout = 25 * time.Second
 )
 
-// Variables goinit sets for its workers; seeing one is not a typo.
-var workerVars = map[string]bool{"GOINIT_WORKER_ID": true}
+// workerVars are the variables goinit sets for its workers. They describe
+// the pool a process belongs to, not a setting: a goinit run by a worker
+// reads neither GOINIT_WORKER_ID nor (then) GOINIT_WORKERS as --workers.
+var workerVars = map[string]bool{"GOINIT_WORKER_ID": true, "GOINIT_WORKERS": true}
 
 // usageError is a bad flag, variable or value: goinit exits 2.
 type usageError struct{ msg string }
@@ -162,9 +164,15 @@ func (f *flags) parse(args, environ []string) error {
 	})
 	var names []string
 	vals := map[string]string{}
+	isWorker := false
+	for _, kv := range environ {
+		if strings.HasPrefix(kv, "GOINIT_WORKER_ID=") {
+			isWorker = true
+		}
+	}
 	for _, kv := range environ {
 		k, v, _ := strings.Cut(kv, "=")
-		if !strings.HasPrefix(k, envPrefix) || workerVars[k] {
+		if !strings.HasPrefix(k, envPrefix) || k == "GOINIT_WORKER_ID" || (isWorker && workerVars[k]) {
 			continue
 		}
 		if _, ok := known[k]; !ok {

@@ -183,3 +183,28 @@ func TestVersionAndHelp(t *testing.T) {
 		}
 	}
 }
+
+// TestOwnSettingsNotPassedOn checks that goinit's GOINIT_* settings do not
+// reach the command, where they would configure a goinit it runs in turn.
+func TestOwnSettingsNotPassedOn(t *testing.T) {
+	p := start(t, runOpts{env: []string{"GOINIT_STOP_TIMEOUT=3s", "OTHER=kept"}}, "--", "sh", "-c", `echo "[$GOINIT_STOP_TIMEOUT] [$OTHER]"`)
+	if code := p.wait(10 * time.Second); code != 0 {
+		t.Fatalf("exit %d: %s", code, p.errText())
+	}
+	if got := p.stdout(); got != "[] [kept]" {
+		t.Fatalf("child saw %q, want GOINIT_STOP_TIMEOUT removed and OTHER kept", got)
+	}
+}
+
+// TestGoinitInsideAWorker runs goinit as the command of a goinit worker: the
+// inner one must read GOINIT_WORKERS as the pool it belongs to, not as its
+// own --workers, and pass the worker variables on.
+func TestGoinitInsideAWorker(t *testing.T) {
+	p := start(t, runOpts{}, "--workers=1", "--restart=never", "--", goinitBin(t), "--", "sh", "-c", `echo "id=$GOINIT_WORKER_ID workers=$GOINIT_WORKERS"`)
+	if code := p.wait(10 * time.Second); code != 0 {
+		t.Fatalf("exit %d: %s", code, p.errText())
+	}
+	if got := p.stdout(); got != "id=0 workers=1" {
+		t.Fatalf("output %q, want one line id=0 workers=1", got)
+	}
+}

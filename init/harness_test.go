@@ -46,6 +46,7 @@ type proc struct {
 	stderr bytes.Buffer
 	done   chan struct{}
 	outEOF chan struct{} // stdout reached EOF
+	errEOF chan struct{} // stderr reached EOF
 	code   int
 }
 
@@ -61,7 +62,7 @@ func start(t *testing.T, opts runOpts, args ...string) *proc {
 		requireRoot(t)
 		cmd.SysProcAttr.Cloneflags = syscall.CLONE_NEWPID
 	}
-	p := &proc{t: t, cmd: cmd, cond: make(chan struct{}), done: make(chan struct{}), outEOF: make(chan struct{})}
+	p := &proc{t: t, cmd: cmd, cond: make(chan struct{}), done: make(chan struct{}), outEOF: make(chan struct{}), errEOF: make(chan struct{})}
 	// A plain pipe, not StdoutPipe: a process left behind may hold the
 	// write end open, and goinit's exit must still be seen.
 	out, w, err := os.Pipe()
@@ -79,6 +80,7 @@ func start(t *testing.T, opts runOpts, args ...string) *proc {
 	w.Close()
 	errW.Close()
 	go func() {
+		defer close(p.errEOF)
 		defer errR.Close()
 		_, _ = io.Copy(&lockedWriter{mu: &p.mu, w: &p.stderr}, errR)
 	}()
@@ -200,9 +202,13 @@ func (p *proc) wait(timeout time.Duration) int {
 	p.t.Helper()
 	select {
 	case <-p.done:
-		select {
-		case <-p.outEOF:
-		case <-time.After(5 * time.Second):
+		// Both pipes, within one deadline.
+		grace := time.After(5 * time.Second)
+		for _, eof := range []chan struct{}{p.outEOF, p.errEOF} {
+			select {
+			case <-eof:
+			case <-grace:
+			}
 		}
 		return p.code
 	case <-time.After(timeout):

@@ -48,7 +48,7 @@ type spawner struct {
 // start starts worker id and returns its pid, already known to the reaper.
 func (s *spawner) start(id int) (int, error) {
 	cfg := s.cfg
-	env := os.Environ()
+	env := childEnv(os.Environ())
 	if cfg.clusterMode {
 		env = append(env, "GOINIT_WORKER_ID="+strconv.Itoa(id), "GOINIT_WORKERS="+strconv.Itoa(cfg.workers))
 	}
@@ -120,7 +120,9 @@ func (s *spawner) start(id int) (int, error) {
 	pid := cmd.Process.Pid
 	if placeAfterFork {
 		if err := cg.Add(pid); err != nil {
-			// The shim reads EOF and exits without running the command.
+			// The shim reads EOF and exits 125 without running the
+			// command: a worker never runs outside its limits.
+			s.log.Error(fmt.Sprintf("worker %d: cannot place it in its cgroup: %v; it will not run", id, err), "worker", id)
 			return pid, nil
 		}
 		if _, err := syncW.Write([]byte{1}); err != nil {
@@ -158,4 +160,19 @@ func workerOOMScore() int {
 		return -1001
 	}
 	return min(own+500, 1000)
+}
+
+// childEnv is goinit's environment without goinit's own settings: a
+// GOINIT_* variable configures this goinit, and passed on it would
+// configure a goinit that the command may run in turn.
+func childEnv(environ []string) []string {
+	out := make([]string, 0, len(environ))
+	for _, kv := range environ {
+		k, _, _ := strings.Cut(kv, "=")
+		if strings.HasPrefix(k, envPrefix) && !workerVars[k] {
+			continue
+		}
+		out = append(out, kv)
+	}
+	return out
 }

@@ -19,7 +19,7 @@ type workerEnv struct {
 	cgroup    func(id int) (slotCgroup, error)
 	explain   func(id int, st reaper.Status) string
 	// oomCheck reports OOM kills inside running workers; nil without
-	// a memory limit.
+	// cgroup limits.
 	oomCheck func(name func(int) string)
 }
 

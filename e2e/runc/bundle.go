@@ -52,7 +52,7 @@ const GoinitPath = "/goinit"
 // BinaryEnv names an environment variable that, when set, points at a
 // prebuilt static goinit binary to test instead of building this tree, for
 // example a release artefact.
-const BinaryEnv = "GOINIT_E2E_BINARY"
+const BinaryEnv = "E2E_GOINIT_BINARY"
 
 // SharedPath is where the container sees Container.Shared, a host directory
 // that both sides can read and write (marker files, reports).
