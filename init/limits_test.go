@@ -139,6 +139,64 @@ func goinitCgroups(pid int) []string {
 	return found
 }
 
+// startLimited starts goinit like start, and makes sure that when t ends,
+// even failed half-way, goinit has stopped and its cgroups are gone: the
+// harness ends a goinit still running with SIGKILL, which leaves them
+// behind on the host. t.Cleanup runs this before the harness's own cleanup.
+func startLimited(t *testing.T, args ...string) *proc {
+	t.Helper()
+	p := start(t, runOpts{}, args...)
+	t.Cleanup(func() {
+		select {
+		case <-p.done:
+		default:
+			_ = p.cmd.Process.Signal(syscall.SIGTERM)
+			select {
+			case <-p.done:
+			case <-time.After(10 * time.Second):
+				_ = p.cmd.Process.Kill()
+				<-p.done
+			}
+		}
+		removeCgroups(t, goinitCgroups(p.cmd.Process.Pid))
+	})
+	return p
+}
+
+// removeCgroups kills what is left in the cgroup trees dirs and removes
+// them, deepest first.
+func removeCgroups(t *testing.T, dirs []string) {
+	for _, top := range dirs {
+		var all []string
+		_ = filepath.WalkDir(top, func(path string, d fs.DirEntry, err error) error {
+			if err == nil && d.IsDir() {
+				all = append(all, path)
+			}
+			return nil
+		})
+		deadline := time.Now().Add(5 * time.Second)
+		for i := len(all) - 1; i >= 0; i-- {
+			for {
+				b, _ := os.ReadFile(filepath.Join(all[i], "cgroup.procs"))
+				for _, f := range strings.Fields(string(b)) {
+					if pid, err := strconv.Atoi(f); err == nil {
+						_ = syscall.Kill(pid, syscall.SIGKILL)
+					}
+				}
+				err := os.Remove(all[i])
+				if err == nil || errors.Is(err, fs.ErrNotExist) {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Errorf("cannot remove leftover cgroup %s: %v", all[i], err)
+					break
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+		}
+	}
+}
+
 // checkNoCgroupsLeft fails t if goinit (already exited) left a cgroup.
 func checkNoCgroupsLeft(t *testing.T, p *proc) {
 	t.Helper()
@@ -148,10 +206,13 @@ func checkNoCgroupsLeft(t *testing.T, p *proc) {
 }
 
 // waitLog waits until goinit's log (its stderr) has a line containing
-// substr and returns that line.
+// substr and returns that line. Once goinit has exited it waits at most 2s
+// more: the harness copies stderr in the background, so the last lines
+// may arrive after the exit is seen.
 func waitLog(t *testing.T, p *proc, substr string, timeout time.Duration) string {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
+	exited := false
 	for {
 		for _, l := range strings.Split(p.errText(), "\n") {
 			if strings.Contains(l, substr) {
@@ -160,15 +221,18 @@ func waitLog(t *testing.T, p *proc, substr string, timeout time.Duration) string
 		}
 		select {
 		case <-p.done:
-			for _, l := range strings.Split(p.errText(), "\n") {
-				if strings.Contains(l, substr) {
-					return l
+			if !exited {
+				exited = true
+				if d := time.Now().Add(2 * time.Second); d.Before(deadline) {
+					deadline = d
 				}
 			}
-			t.Fatalf("goinit exited (%d) without logging %q", p.code, substr)
 		default:
 		}
 		if time.Now().After(deadline) {
+			if exited {
+				t.Fatalf("goinit exited (%d) without logging %q", p.code, substr)
+			}
 			t.Fatalf("goinit logged no %q within %s", substr, timeout)
 		}
 		time.Sleep(20 * time.Millisecond)
@@ -248,7 +312,7 @@ func TestLimitsOOM(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	sock := filepath.Join(dir, "s.sock")
-	p := start(t, runOpts{}, "--workers=2", "--listen=unix://"+sock, "--memory-limit=64Mi",
+	p := startLimited(t, "--workers=2", "--listen=unix://"+sock, "--memory-limit=64Mi",
 		"--", limitworker(t), "serve", dir)
 	gpid := p.cmd.Process.Pid
 	w0, w1 := servingPid(t, p, 0), servingPid(t, p, 1)
@@ -311,7 +375,7 @@ func TestLimitsOOM(t *testing.T) {
 func TestLimitsOOMThenExit(t *testing.T) {
 	requireCgroupV1(t)
 	t.Parallel()
-	p := start(t, runOpts{}, "--log-level=debug", "--memory-limit=64Mi", "--", "sh", "-c", limitworker(t)+" alloc; exit 1")
+	p := startLimited(t, "--log-level=debug", "--memory-limit=64Mi", "--", "sh", "-c", limitworker(t)+" alloc; exit 1")
 	if code := p.wait(30 * time.Second); code != 1 {
 		t.Errorf("goinit exit code %d, want the command's 1", code)
 	}
@@ -329,7 +393,7 @@ func TestLimitsCPU(t *testing.T) {
 	requireCgroupV1(t)
 	t.Parallel()
 	lw := limitworker(t)
-	p := start(t, runOpts{}, "--cpu-limit=0.2", "--", lw, "spin")
+	p := startLimited(t, "--cpu-limit=0.2", "--", lw, "spin")
 	var pid int
 	eventually(t, 10*time.Second, "the spinning worker", func() bool {
 		for k := range descendants(p.cmd.Process.Pid) {
@@ -375,7 +439,7 @@ func TestLimitsCPU(t *testing.T) {
 func TestLimitsPlacedBeforeStart(t *testing.T) {
 	requireCgroupV1(t)
 	t.Parallel()
-	p := start(t, runOpts{}, "--memory-limit=64Mi", "--cpu-limit=1", "--pids-limit=100", "--", "cat", "/proc/self/cgroup")
+	p := startLimited(t, "--memory-limit=64Mi", "--cpu-limit=1", "--pids-limit=100", "--", "cat", "/proc/self/cgroup")
 	if code := p.wait(30 * time.Second); code != 0 {
 		t.Fatalf("goinit exit code %d, want 0", code)
 	}
@@ -402,7 +466,10 @@ func TestLimitsPlacedBeforeStart(t *testing.T) {
 func TestLimitsMemoryHighOnV1(t *testing.T) {
 	requireCgroupV1(t)
 	t.Parallel()
-	code, errText := runToEnd(t, runOpts{}, "--memory-high=32Mi", "--", "echo", "ran")
+	p := startLimited(t, "--memory-high=32Mi", "--", "echo", "ran")
+	code := p.wait(30 * time.Second)
+	waitLog(t, p, "goinit: ", 5*time.Second)
+	errText := p.errText()
 	want := "goinit: cannot apply --memory-high: the memory-high limit needs cgroup v2, but /sys/fs/cgroup is cgroup v1; "
 	if code != 2 || strings.Count(errText, "\n") != 1 || !strings.HasPrefix(errText, want) ||
 		!strings.HasSuffix(errText, ", drop --memory-high, or set --cgroup=optional to run without limits\n") {
@@ -419,8 +486,9 @@ const forkBomb = `n=0; while [ $n -lt 100 ]; do sleep 30 & n=$((n+1)); echo "sta
 func TestLimitsPids(t *testing.T) {
 	requireCgroupV1(t)
 	t.Parallel()
-	p := start(t, runOpts{}, "--pids-limit=8", "--", "sh", "-c", forkBomb)
+	p := startLimited(t, "--pids-limit=8", "--", "sh", "-c", forkBomb)
 	code := p.wait(30 * time.Second)
+	waitLog(t, p, "fork", 5*time.Second) // dash: "Cannot fork"; busybox: "can't fork"
 	out, errText := p.stdout(), p.errText()
 	if code != 2 || !strings.HasSuffix(out, "started 7") || !strings.Contains(strings.ToLower(errText), "fork") {
 		t.Errorf("fork bomb under --pids-limit=8: exit %d, stdout ends %q, stderr:\n%s\nwant exit 2 after 7 sleeps and a fork failure",
@@ -453,6 +521,7 @@ func TestLimitsBadValues(t *testing.T) {
 			args := append(append([]string{}, tt.args...), "--", "sh", "-c", "echo ran")
 			p := start(t, runOpts{env: tt.env}, args...)
 			code := p.wait(10 * time.Second)
+			waitLog(t, p, "goinit: ", 5*time.Second)
 			errText := strings.TrimSuffix(p.errText(), "\n")
 			if code != 2 || strings.Contains(errText, "\n") || !strings.HasPrefix(errText, tt.want) || p.stdout() != "" {
 				t.Errorf("goinit %s: exit %d, stdout %q, stderr:\n%s\nwant exit 2 and one line starting %q",
