@@ -9,7 +9,7 @@ STATICCHECK := $(shell $(GO) env GOPATH)/bin/staticcheck
 ## build: the static goinit binary in bin/goinit
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/goinit ./init
-	@file bin/goinit | grep -q 'statically linked' || { echo 'bin/goinit is not static' >&2; exit 1; }
+	@! command -v file >/dev/null || file bin/goinit | grep -q 'statically linked' || { echo 'bin/goinit is not static' >&2; exit 1; }
 
 ## deps: install what the tests need (Debian packages, pm2, staticcheck); idempotent
 deps:

@@ -6,7 +6,21 @@
 # with SIGTERM and shows its exit code.
 set -euo pipefail
 goinit=$1 server=$2 port=${3:-${PORT:-8080}}
-url="http://127.0.0.1:$port"
+
+# get PATH: one HTTP request on a new connection, with bash's /dev/tcp so the
+# demo needs no HTTP client. Prints the body.
+get() {
+	exec 3<>"/dev/tcp/127.0.0.1/$port" || return 1
+	printf 'GET %s HTTP/1.0\r\n\r\n' "$1" >&3
+	sed '1,/^\r$/d' <&3
+	exec 3<&-
+}
+# status: the HTTP status code of GET /, or 000 when the request failed.
+status() {
+	local line
+	{ exec 3<>"/dev/tcp/127.0.0.1/$port" && printf 'GET / HTTP/1.0\r\n\r\n' >&3 && read -r _ line _ <&3 && exec 3<&-; } 2>/dev/null
+	echo "${line:-000}"
+}
 
 ns=()
 if [[ $(id -u) -eq 0 ]] && command -v unshare >/dev/null; then
@@ -24,14 +38,14 @@ if ((${#ns[@]})); then
 	for _ in $(seq 100); do goinit_pid=$(children "$outer" | awk '{print $1}'); [[ -n $goinit_pid ]] && break; sleep 0.05; done
 fi
 trap 'kill -KILL $goinit_pid $outer 2>/dev/null || true' EXIT
-for _ in $(seq 100); do curl -sf "$url/healthz" >/dev/null 2>&1 && break; sleep 0.05; done
+for _ in $(seq 100); do [[ $(status) == 200 ]] && break; sleep 0.05; done
 
 echo "== four requests; the kernel spreads them over the workers"
-for _ in 1 2 3 4; do curl -s "$url/"; done
+for _ in 1 2 3 4; do get /; done
 
 victim=$(children "$goinit_pid" | awk '{print $1}')
 echo "== SIGKILL worker process $victim while 200 requests run"
-( for _ in $(seq 200); do curl -s -o /dev/null -w '%{http_code}\n' "$url/"; done ) > /tmp/goinit-demo.codes &
+( for _ in $(seq 200); do status; done ) > /tmp/goinit-demo.codes &
 load=$!
 kill -KILL "$victim"
 wait $load

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"debug/elf"
 	"fmt"
 	"os"
 	"strings"
@@ -206,5 +207,20 @@ func TestGoinitInsideAWorker(t *testing.T) {
 	}
 	if got := p.stdout(); got != "id=0 workers=1" {
 		t.Fatalf("output %q, want one line id=0 workers=1", got)
+	}
+}
+
+// TestBinaryIsStatic checks that goinit is a static executable (no program
+// interpreter, no dynamic section): it must run in a FROM scratch image.
+func TestBinaryIsStatic(t *testing.T) {
+	f, err := elf.Open(goinitBin(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	for _, p := range f.Progs {
+		if p.Type == elf.PT_INTERP || p.Type == elf.PT_DYNAMIC {
+			t.Fatalf("goinit has a %v program header: it is dynamically linked", p.Type)
+		}
 	}
 }

@@ -127,3 +127,22 @@ func TestRewriteFromVariable(t *testing.T) {
 		t.Fatal("HUP arrived despite HUP:NONE")
 	}
 }
+
+// TestChildSignalMask checks that the child starts with no blocked and no
+// ignored signal, even when goinit itself was started with some ignored
+// (tini's sigconf test): a server must be able to count on default
+// dispositions.
+func TestChildSignalMask(t *testing.T) {
+	// nohup-style: goinit's parent ignores HUP and INT and blocks nothing.
+	script := fmt.Sprintf(`trap '' HUP INT; exec %s -- grep -E '^Sig(Blk|Ign)' /proc/self/status`, goinitBin(t))
+	p := start(t, runOpts{}, "--", "sh", "-c", script)
+	if code := p.wait(10 * time.Second); code != 0 {
+		t.Fatalf("exit %d: %s", code, p.errText())
+	}
+	for _, line := range strings.Split(p.stdout(), "\n") {
+		f := strings.Fields(line)
+		if len(f) != 2 || strings.Trim(f[1], "0") != "" {
+			t.Errorf("child %q: want no blocked or ignored signal", line)
+		}
+	}
+}
