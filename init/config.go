@@ -103,7 +103,7 @@ type flags struct {
 	fromEnv map[string]string
 }
 
-func newFlags(stderr io.Writer) *flags {
+func newFlags() *flags {
 	f := &flags{fs: pflag.NewFlagSet("goinit", pflag.ContinueOnError), fromEnv: map[string]string{}}
 	fs := f.fs
 	fs.SetOutput(io.Discard)

@@ -42,7 +42,7 @@ func main() {
 
 // run is goinit without the process around it: it returns the exit code.
 func run(args, environ []string, stdout, stderr io.Writer) int {
-	f := newFlags(stderr)
+	f := newFlags()
 	if err := f.parse(args, environ); err != nil {
 		return fail(stderr, err)
 	}
