@@ -116,6 +116,9 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 		Quiet:   !cfg.clusterMode && cfg.policy.Restart == cluster.RestartNever,
 	})
 	sup := &supervisor{cfg: cfg, log: log, reaper: r, pool: pool, sigc: sigc, oomCheck: env.oomCheck, name: name}
+	if sp.foreground {
+		sup.tty = &terminal{sigc: sigc}
+	}
 	code := sup.run(ctx)
 	cancel()
 	if err := <-reaped; err != nil && !errors.Is(err, context.Canceled) {

@@ -55,6 +55,9 @@ type supervisor struct {
 	oomCheck  func(name func(int) string)
 	nextCheck time.Time
 	name      func(int) string
+
+	// tty is the terminal lent to a single command; nil otherwise.
+	tty *terminal
 }
 
 // run starts the workers and supervises until every process is gone. It
@@ -140,9 +143,34 @@ func (s *supervisor) onSignal(sig unix.Signal) {
 		if os.Getpid() != 1 {
 			_ = unix.Kill(os.Getpid(), unix.SIGSTOP)
 		}
+	case sig == unix.SIGCONT && s.tty != nil:
+		// Resumed by the shell: with the terminal (fg) hand it back to
+		// the child before waking it; without it (bg) the child runs in
+		// the background, as it would under the shell itself.
+		if s.tty.foreground() {
+			for _, sl := range s.pool.Slots() {
+				if sl.Pid > 0 {
+					s.tty.give(sl.Pid)
+				}
+			}
+		}
+		s.forward(sig)
 	default:
 		s.forward(sig)
 	}
+}
+
+// childStopped follows a child that holds the terminal and was stopped
+// (Ctrl-Z): goinit takes the terminal back and stops itself, so the shell
+// that started goinit sees its job stop and can resume it with fg or bg.
+// As PID 1 there is no such shell, and PID 1 cannot stop itself.
+func (s *supervisor) childStopped(pid int) {
+	if os.Getpid() == 1 {
+		return
+	}
+	s.log.Debug("child stopped; taking the terminal back and stopping", "pid", pid)
+	s.tty.give(unix.Getpgrp())
+	_ = unix.Kill(os.Getpid(), unix.SIGSTOP)
 }
 
 // forward passes sig on, rewritten, to every live worker.
@@ -199,6 +227,14 @@ func (s *supervisor) beginStop(received unix.Signal) {
 }
 
 func (s *supervisor) onExit(e reaper.Exit) {
+	if !e.Status.Ended() {
+		// Only a stop from the terminal (Ctrl-Z, a background read or
+		// write) is followed; goinit's own SIGSTOP for job control is not.
+		if e.Supervised && e.Status.Stopped() && e.Status.StopSignal() != unix.SIGSTOP && s.tty != nil {
+			s.childStopped(e.Pid)
+		}
+		return
+	}
 	if e.Supervised {
 		s.pool.HandleExit(e.Pid, e.Status, e.Time)
 	}

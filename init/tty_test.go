@@ -133,3 +133,95 @@ func procState(pid int) string {
 	}
 	return f[0]
 }
+
+// TestShellJobControl runs goinit from an interactive shell on a
+// pseudo-terminal, as a user would: Ctrl-Z stops the command and goinit so
+// the shell reports the job stopped, fg resumes both with the terminal, and
+// Ctrl-C then ends the command and goinit with 130.
+func TestShellJobControl(t *testing.T) {
+	if _, err := exec.LookPath("bash"); err != nil {
+		t.Skip("needs bash for an interactive shell")
+	}
+	ptmx, tty, err := pty.Open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ptmx.Close()
+	sh := exec.Command("bash", "--norc", "--noprofile", "-i")
+	sh.Env = append(os.Environ(), "PS1=$ ", "TERM=dumb")
+	sh.Stdin, sh.Stdout, sh.Stderr = tty, tty, tty
+	sh.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0}
+	if err := sh.Start(); err != nil {
+		t.Fatal(err)
+	}
+	tty.Close()
+	defer sh.Process.Kill()
+	out := &ptyReader{c: make(chan string, 256)}
+	go out.read(ptmx)
+
+	fmt.Fprintf(ptmx, "%s -- sh -c 'echo child-$((1+1))-ready; exec sleep 1000'\n", goinitBin(t))
+	out.expect(t, "child-2-ready")
+	var goinitPid, child int
+	eventually(t, 10*time.Second, "goinit and sleep", func() bool {
+		for pid := range descendants(sh.Process.Pid) {
+			b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
+			switch strings.TrimSpace(string(b)) {
+			case "goinit":
+				goinitPid = pid
+			case "sleep":
+				child = pid
+			}
+		}
+		return goinitPid > 0 && child > 0
+	})
+	ptmx.Write([]byte{0x1a}) // Ctrl-Z
+	out.expect(t, "Stopped")
+	eventually(t, 10*time.Second, "goinit and the child to be stopped", func() bool {
+		return procState(goinitPid) == "T" && procState(child) == "T"
+	})
+	fmt.Fprintf(ptmx, "fg\n")
+	eventually(t, 10*time.Second, "both to run again", func() bool {
+		return procState(goinitPid) == "S" && procState(child) == "S"
+	})
+	ptmx.Write([]byte{3}) // Ctrl-C reaches the child, which has the terminal again
+	fmt.Fprintf(ptmx, "echo rc=$?\n")
+	out.expect(t, "rc=130")
+}
+
+// ptyReader collects a terminal's output in chunks.
+type ptyReader struct {
+	c   chan string
+	buf string
+}
+
+func (r *ptyReader) read(f *os.File) {
+	b := make([]byte, 4096)
+	for {
+		n, err := f.Read(b)
+		if n > 0 {
+			r.c <- string(b[:n])
+		}
+		if err != nil {
+			close(r.c)
+			return
+		}
+	}
+}
+
+// expect waits until the output so far contains s, and consumes it.
+func (r *ptyReader) expect(t *testing.T, s string) {
+	t.Helper()
+	deadline := time.After(15 * time.Second)
+	for !strings.Contains(r.buf, s) {
+		select {
+		case chunk, ok := <-r.c:
+			if !ok {
+				t.Fatalf("terminal closed before %q; output: %q", s, r.buf)
+			}
+			r.buf += chunk
+		case <-deadline:
+			t.Fatalf("no %q on the terminal; output: %q", s, r.buf)
+		}
+	}
+	r.buf = r.buf[strings.Index(r.buf, s)+len(s):]
+}

@@ -25,7 +25,8 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Exit is one reaped child.
+// Exit is one reaped child, or a job-control stop or continue of a child
+// (then Status.Ended is false).
 type Exit struct {
 	// Pid is the child's process id.
 	Pid int
@@ -63,7 +64,9 @@ func New(log *slog.Logger) *Reaper {
 }
 
 // Exits delivers every reaped child, supervised or not, in the order they
-// were reaped. The caller must keep receiving: the Reaper waits for room.
+// were reaped, and every stop or continue of a child (Status.Ended is false
+// for those; the child is still there). The caller must keep receiving: the
+// Reaper waits for room.
 func (r *Reaper) Exits() <-chan Exit { return r.exits }
 
 // Start starts cmd and registers its pid as supervised before any wait4 can
@@ -122,13 +125,17 @@ func (r *Reaper) reap(ctx context.Context) error {
 	for {
 		var ws unix.WaitStatus
 		r.mu.Lock()
-		pid, err := unix.Wait4(-1, &ws, unix.WNOHANG, nil)
+		// WUNTRACED and WCONTINUED also report job-control stops, which a
+		// supervisor that lends its terminal to a child must follow.
+		pid, err := unix.Wait4(-1, &ws, unix.WNOHANG|unix.WUNTRACED|unix.WCONTINUED, nil)
 		supervised := false
 		if pid > 0 {
 			supervised = r.watched[pid]
-			delete(r.watched, pid)
-			if !supervised {
-				r.orphans++
+			if ws.Exited() || ws.Signaled() {
+				delete(r.watched, pid)
+				if !supervised {
+					r.orphans++
+				}
 			}
 		}
 		r.mu.Unlock()
@@ -141,7 +148,7 @@ func (r *Reaper) reap(ctx context.Context) error {
 			return fmt.Errorf("wait4: %w", err)
 		}
 		st := Status(ws)
-		if !supervised {
+		if !supervised && st.Ended() {
 			r.log.Debug("reaped orphan", "pid", pid, "status", st.String())
 		}
 		select {

@@ -15,6 +15,24 @@ func ExitStatus(code int) Status { return Status(code&0xff) << 8 }
 // SignalStatus builds the Status of a process killed by sig.
 func SignalStatus(sig unix.Signal) Status { return Status(sig & 0x7f) }
 
+// Ended reports whether the process is gone: it exited or a signal killed
+// it. A stopped or continued process has not ended.
+func (s Status) Ended() bool { return s.Exited() || s.Signaled() }
+
+// Stopped reports whether a signal stopped the process (it still exists).
+func (s Status) Stopped() bool { return unix.WaitStatus(s).Stopped() }
+
+// StopSignal is the signal that stopped the process, or 0.
+func (s Status) StopSignal() unix.Signal {
+	if !s.Stopped() {
+		return 0
+	}
+	return unix.WaitStatus(s).StopSignal()
+}
+
+// Continued reports whether a stopped process was resumed by SIGCONT.
+func (s Status) Continued() bool { return unix.WaitStatus(s).Continued() }
+
 // Exited reports whether the process exited by itself.
 func (s Status) Exited() bool { return unix.WaitStatus(s).Exited() }
 
@@ -47,6 +65,12 @@ func (s Status) Success() bool { return s.Exited() && s.Code() == 0 }
 // String reads like a log line: "exited with code 3" or "killed by signal 9
 // (KILL)".
 func (s Status) String() string {
+	switch {
+	case s.Stopped():
+		return fmt.Sprintf("stopped by signal %d", int(s.StopSignal()))
+	case s.Continued():
+		return "continued"
+	}
 	if s.Signaled() {
 		name := unix.SignalName(s.Signal())
 		if len(name) > 3 {
