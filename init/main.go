@@ -165,6 +165,7 @@ func prepareProcess(cfg *config, log *slog.Logger) error {
 	if err := unix.CloseRange(3, ^uint(0), unix.CLOSE_RANGE_CLOEXEC); err != nil {
 		log.Debug("close_range unavailable; inherited fds may leak", "err", err)
 	}
+	resetIgnoredReserved()
 	if os.Getpid() != 1 {
 		if err := reaper.BecomeSubreaper(); err != nil {
 			return err
