@@ -182,7 +182,7 @@ func TestWorkersAutoHonoursCPUQuota(t *testing.T) {
 	}
 	p.signal(syscall.SIGTERM)
 	p.wait(20 * time.Second)
-	if n := len(reports(t, dir)); n != 1 {
+	if n := strings.Count(p.errText(), " started"); n != 1 {
 		t.Fatalf("%d workers started, want 1", n)
 	}
 }
@@ -371,12 +371,13 @@ func TestRestartPolicies(t *testing.T) {
 		// TERM; goinit then exits with the first failure's status.
 		p := start(t, runOpts{pid1: true, env: []string{"REPORT_DIR=" + dir, "EXIT_CODE_0=3"}}, "--workers=2", "--restart=never", "--", workerBin(t))
 		eventually(t, 20*time.Second, "the failure to be logged", func() bool { return strings.Contains(p.errText(), "not restarting (restart=never)") })
+		eventually(t, 20*time.Second, "both workers to report", func() bool { return len(reports(t, dir)) == 2 })
 		p.signal(syscall.SIGTERM)
 		if code := p.wait(20 * time.Second); code != 3 {
 			t.Fatalf("exit %d, want 3", code)
 		}
-		if n := len(reports(t, dir)); n != 2 {
-			t.Fatalf("%d starts, want 2", n)
+		if n := strings.Count(p.errText(), " started"); n != 2 {
+			t.Fatalf("%d starts, want 2: restart=never restarts nothing", n)
 		}
 	})
 	t.Run("on-failure-clean-exit", func(t *testing.T) {
