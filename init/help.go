@@ -3,7 +3,6 @@ package main
 import (
 	"fmt"
 	"io"
-	"strings"
 
 	"github.com/spf13/pflag"
 )
@@ -25,18 +24,17 @@ Flags:
 		if fl.Shorthand != "" {
 			name = "-" + fl.Shorthand + ", " + name
 		}
-		def := ""
-		if fl.DefValue != "" && fl.DefValue != "[]" && fl.DefValue != "false" && fl.DefValue != "0s" {
-			def = " (default " + fl.DefValue + ")"
-		}
-		env := ""
+		head := "  " + name
 		if fl.Name != "help" && fl.Name != "version" {
-			env = "  $" + envName(fl.Name)
+			head += "  $" + envName(fl.Name)
 		}
-		fmt.Fprintf(w, "  %-26s %s%s%s\n", name, fl.Usage, def, env)
+		if fl.DefValue != "" && fl.DefValue != "[]" && fl.DefValue != "false" && fl.DefValue != "0s" {
+			head += "  (default " + fl.DefValue + ")"
+		}
+		fmt.Fprintf(w, "%s\n        %s\n", head, fl.Usage)
 	})
-	fmt.Fprint(w, strings.TrimLeft(`
+	fmt.Fprint(w, `
 Exit status: the command's own; 128+N when a signal N killed it; 127 command not found;
 126 command not executable; 2 bad flag or variable; 125 goinit itself failed.
-`, "\n"))
+`)
 }
