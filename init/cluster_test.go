@@ -482,3 +482,20 @@ func TestClusterBadInput(t *testing.T) {
 		}
 	}
 }
+
+// TestSignalsReachEveryWorker checks that a signal goinit forwards reaches
+// every worker, and that the stop signal is --stop-signal.
+func TestSignalsReachEveryWorker(t *testing.T) {
+	requireRoot(t)
+	p := start(t, runOpts{pid1: true}, "--workers=3", "--stop-signal=INT", "--", sigrecord(t))
+	eventually(t, 20*time.Second, "3 workers to be ready", func() bool { return strings.Count(p.stdout(), "ready") == 3 })
+	p.signal(syscall.SIGHUP)
+	eventually(t, 10*time.Second, "3 workers to get HUP", func() bool { return strings.Count(p.stdout(), "got HUP") == 3 })
+	p.signal(syscall.SIGTERM)
+	if code := p.wait(20 * time.Second); code != 0 {
+		t.Fatalf("exit %d, want 0", code)
+	}
+	if n, m := strings.Count(p.stdout(), "got INT"), strings.Count(p.stdout(), "got TERM"); n != 3 || m != 0 {
+		t.Fatalf("%d workers got INT and %d TERM; want --stop-signal=INT for all 3", n, m)
+	}
+}
