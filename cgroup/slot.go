@@ -4,8 +4,10 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/opencontainers/cgroups"
@@ -126,6 +128,32 @@ func (s *Slot) OOMKills() (uint64, error) {
 		return 0, fmt.Errorf("read OOM kill count of slot %d: %w", s.id, err)
 	}
 	return n, nil
+}
+
+// LimitOOMs counts the times the slot's own memory limit ran out and the
+// OOM killer was invoked for it (cgroup v2 memory.events "oom"). Compared
+// with OOMKills it tells which limit killed a worker: a kill counted in the
+// slot without a limit event of its own came from a limit above it, such as
+// the container's. ok is false on cgroup v1, which keeps no such count, and
+// without the memory controller.
+func (s *Slot) LimitOOMs() (n uint64, ok bool, err error) {
+	if s.memDir == "" || s.h.version != 2 {
+		return 0, false, nil
+	}
+	b, err := os.ReadFile(filepath.Join(s.memDir, "memory.events"))
+	if err != nil {
+		return 0, false, fmt.Errorf("read memory events of slot %d: %w", s.id, err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if k, v, found := strings.Cut(line, " "); found && k == "oom" {
+			n, err := strconv.ParseUint(strings.TrimSpace(v), 10, 64)
+			if err != nil {
+				return 0, false, fmt.Errorf("slot %d memory.events: bad oom count %q", s.id, v)
+			}
+			return n, true, nil
+		}
+	}
+	return 0, true, nil
 }
 
 // Usage is what the kernel has charged to a slot. Fields the host cannot

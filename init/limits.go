@@ -28,6 +28,9 @@ type limiter struct {
 	slots  map[int]*cgroup.Slot
 	// oomKills is the OOM-kill count of each slot already reported.
 	oomKills map[int]uint64
+	// limitOOMs is each slot's count of its own limit running out
+	// (cgroup v2 only), to tell its limit from the container's.
+	limitOOMs map[int]uint64
 }
 
 // openCgroups creates the per-worker cgroups when limits are requested and
@@ -51,7 +54,7 @@ func openCgroups(cfg *config, env *workerEnv, log *slog.Logger) (func(), error) 
 	case err != nil:
 		return nil, fmt.Errorf("cannot apply per-worker limits: %w", err)
 	}
-	l := &limiter{h: h, limits: limits, log: log, slots: map[int]*cgroup.Slot{}, oomKills: map[int]uint64{}}
+	l := &limiter{h: h, limits: limits, log: log, slots: map[int]*cgroup.Slot{}, oomKills: map[int]uint64{}, limitOOMs: map[int]uint64{}}
 	log.Info(fmt.Sprintf("per-worker limits: %s (cgroup v%d)", limits, h.Version()))
 	env.cgroup = l.slot
 	env.explain = l.explain
@@ -96,32 +99,41 @@ func (l *limiter) slot(id int) (slotCgroup, error) {
 	if _, ok := l.slots[id]; !ok {
 		l.slots[id] = s
 		l.oomKills[id], _ = s.OOMKills()
+		l.limitOOMs[id], _, _ = s.LimitOOMs()
 	}
 	return s, nil
 }
 
-// newOOMKills returns how many OOM kills slot id had since last asked.
-func (l *limiter) newOOMKills(id int) uint64 {
+// newOOMKills returns how many OOM kills slot id had since last asked, and
+// whether the slot's own memory limit caused them. Only cgroup v2 tells;
+// on v1 the slot's limit is assumed.
+func (l *limiter) newOOMKills(id int) (kills uint64, own bool) {
 	s, ok := l.slots[id]
 	if !ok {
-		return 0
+		return 0, false
 	}
 	n, err := s.OOMKills()
 	if err != nil || n <= l.oomKills[id] {
-		return 0
+		return 0, false
 	}
-	d := n - l.oomKills[id]
+	kills = n - l.oomKills[id]
 	l.oomKills[id] = n
-	return d
+	own = true
+	if hits, known, err := s.LimitOOMs(); err == nil && known {
+		own = hits > l.limitOOMs[id]
+		l.limitOOMs[id] = hits
+	}
+	return kills, own
 }
 
 // explain names the OOM killer as the cause of a worker's death, instead of
 // a bare "signal 9", when its cgroup's OOM-kill count went up.
 func (l *limiter) explain(id int, st reaper.Status) string {
-	if l.newOOMKills(id) == 0 {
+	kills, own := l.newOOMKills(id)
+	if kills == 0 {
 		return ""
 	}
-	limit := l.limitText()
+	limit := l.limitText(own)
 	if st.Signaled() && st.Signal() == unix.SIGKILL {
 		return fmt.Sprintf("killed by the OOM killer (%s)", limit)
 	}
@@ -134,7 +146,7 @@ func (l *limiter) explain(id int, st reaper.Status) string {
 // chose a child of the worker, and the worker may not notice.
 func (l *limiter) check(name func(int) string) {
 	for _, id := range slices.Sorted(maps.Keys(l.slots)) {
-		n := l.newOOMKills(id)
+		n, own := l.newOOMKills(id)
 		if n == 0 {
 			continue
 		}
@@ -143,13 +155,20 @@ func (l *limiter) check(name func(int) string) {
 			what = fmt.Sprintf("%d processes inside it were", n)
 		}
 		l.log.Warn(fmt.Sprintf("%s: %s killed by the OOM killer (%s); the worker itself is still running",
-			name(id), what, l.limitText()), "worker", id, "oom_kills", l.oomKills[id])
+			name(id), what, l.limitText(own)), "worker", id, "oom_kills", l.oomKills[id])
 	}
 }
 
-// limitText names the memory limit the OOM killer enforced.
-func (l *limiter) limitText() string {
-	if l.limits.Memory == 0 {
+// limitText names the memory limit the OOM killer enforced: the worker's
+// own, or (own false) one above it, which in a container is the
+// container's, so that nobody raises --memory-limit in vain.
+func (l *limiter) limitText(own bool) string {
+	switch {
+	case !own && l.limits.Memory > 0:
+		return "a memory limit above the worker's, such as the container's; the worker's is " + cgroup.FormatBytes(l.limits.Memory)
+	case !own:
+		return "a memory limit above the worker's, such as the container's"
+	case l.limits.Memory == 0:
 		return "cgroup memory limit"
 	}
 	return "memory limit " + cgroup.FormatBytes(l.limits.Memory)

@@ -50,6 +50,7 @@ func TestCgroupV2(t *testing.T) {
 		"cgroup-library", "cgroup-library-cleanup",
 		"placed", "cleanup-placed", "leaf", "controllers", "limits-written", "memory-high", "cpu-limit", "cleanup-spin",
 		"oom-score", "workers-answer", "oom-kill-reported", "oom-restart", "child-oom-reported", "cleanup-workers",
+		"container-oom", "cleanup-container-oom",
 		"pids-limit", "cleanup-pids",
 		"readonly", "readonly-optional", "cleanup-readonly",
 		"busy", "cleanup-busy", "not-delegated", "cleanup-not-delegated",

@@ -259,6 +259,20 @@ wait_exit $GPID 30
 [ "$RC" = 0 ] || { show oom; fail oom-exit "goinit exit $RC after SIGTERM, want 0"; }
 cleaned ctr "$st" cleanup-workers
 
+# --- An OOM kill caused by the container's limit, not the worker's: the log
+# must say so, or a user would raise --memory-limit in vain.
+echo 96M >$CG/ctr/memory.max
+run_in ctr ctroom --workers=1 --restart=never --memory-limit=512Mi -- /bin/limitworker alloc
+echo max >$CG/ctr/memory.max
+want="killed by the OOM killer (a memory limit above the worker's, such as the container's; the worker's is 512MiB)"
+if [ "$RC" = 137 ] && logged /tmp/ctroom.log "$want"; then
+	pass container-oom "$(grep -F "$want" /tmp/ctroom.log)"
+else
+	show ctroom
+	fail container-oom "exit $RC; want 137 and \"$want\" logged"
+fi
+cleaned ctr "$st" cleanup-container-oom
+
 # --- A fork bomb under --pids-limit=8: sh and 7 sleeps fit.
 run_in ctr pids --pids-limit=8 -- sh -c "$FORK_BOMB"
 if [ "$RC" = 2 ] && [ "$(tail -n 1 /tmp/pids.out)" = "started 7" ] && logged /tmp/pids.log "can't fork"; then
