@@ -63,14 +63,14 @@ type supervisor struct {
 // run starts the workers and supervises until every process is gone. It
 // returns goinit's exit code.
 func (s *supervisor) run(ctx context.Context) int {
-	if err := s.pool.Start(time.Now()); err != nil {
-		s.log.Error(err.Error())
-		// Workers that did start are stopped like in any shutdown.
+	startErr := s.pool.Start(time.Now())
+	if startErr != nil {
+		// Workers that did start are stopped as in any shutdown.
+		s.log.Error(startErr.Error())
+		s.phase, s.deadline = stopping, time.Now().Add(s.cfg.stopTimeout)
 		s.pool.Stop(s.cfg.stopSignal, s.cfg.groupScope)
-		s.drainAfterFailure()
-		return exitCode(err)
 	}
-	for s.phase != finished {
+	for s.advance(); s.phase != finished; s.advance() {
 		var timer <-chan time.Time
 		var t *time.Timer
 		if next, ok := s.nextDeadline(); ok {
@@ -79,7 +79,7 @@ func (s *supervisor) run(ctx context.Context) int {
 		}
 		select {
 		case <-ctx.Done():
-			return 125
+			return exitInternal
 		case sig := <-s.sigc:
 			s.onSignal(sig.(unix.Signal))
 		case e := <-s.reaper.Exits():
@@ -90,28 +90,11 @@ func (s *supervisor) run(ctx context.Context) int {
 		if t != nil {
 			t.Stop()
 		}
-		s.advance()
+	}
+	if startErr != nil {
+		return exitCode(startErr)
 	}
 	return s.result()
-}
-
-// drainAfterFailure waits, within the stop timeout, for workers started
-// before a start failure.
-func (s *supervisor) drainAfterFailure() {
-	s.phase, s.deadline = stopping, time.Now().Add(s.cfg.stopTimeout)
-	for s.phase != finished {
-		s.advance()
-		if s.phase == finished {
-			return
-		}
-		next, _ := s.nextDeadline()
-		select {
-		case e := <-s.reaper.Exits():
-			s.onExit(e)
-		case now := <-time.After(time.Until(next)):
-			s.onTimer(now)
-		}
-	}
 }
 
 func (s *supervisor) nextDeadline() (time.Time, bool) {
