@@ -78,31 +78,69 @@ func TestStopTimeoutEscalates(t *testing.T) {
 // and then kills orphans that ignore SIGTERM, and exits with the child's
 // status only when nothing is left.
 func TestShutdownKillsWholeTree(t *testing.T) {
-	requireRoot(t)
-	script := `(trap '' TERM; exec sleep 1000) & (trap '' TERM; echo orphan; exec sleep 1000 &) ; trap 'exit 0' TERM; echo ready; while :; do sleep 0.05; done`
-	p := start(t, runOpts{pid1: true}, "--stop-timeout=1s", "--", "sh", "-c", script)
-	p.waitLine("ready", 10*time.Second)
-	p.signal(syscall.SIGTERM)
-	if code := p.wait(15 * time.Second); code != 0 {
-		t.Fatalf("exit %d, want the child's 0", code)
+	// A job in the child's group and an orphan, both ignoring TERM, with
+	// their pids on stdout; the child itself exits 0 on TERM.
+	script := `(trap '' TERM; exec sleep 1000 >/dev/null) & echo "left $!"
+(trap '' TERM; sleep 1000 >/dev/null & echo "left $!")
+trap 'exit 0' TERM; echo ready; while :; do sleep 0.05; done`
+	for _, pid1 := range []bool{true, false} {
+		t.Run(fmt.Sprintf("pid1=%v", pid1), func(t *testing.T) {
+			p := start(t, runOpts{pid1: pid1}, "--stop-timeout=1s", "--", "sh", "-c", script)
+			p.waitLine("ready", 10*time.Second)
+			sent := time.Now()
+			p.signal(syscall.SIGTERM)
+			if code := p.wait(15 * time.Second); code != 0 {
+				t.Fatalf("exit %d, want the child's 0", code)
+			}
+			if held := time.Since(sent); held < time.Second {
+				t.Fatalf("goinit exited %s after TERM, before the 1s stop timeout: it did not wait for the leftovers", held)
+			}
+			if pid1 {
+				return // their pids are the namespace's; the kernel ended the namespace anyway
+			}
+			// Not PID 1: nothing would have killed them but goinit.
+			for _, line := range strings.Split(p.stdout(), "\n") {
+				var pid int
+				if _, err := fmt.Sscanf(line, "left %d", &pid); err == nil {
+					if err := syscall.Kill(pid, 0); err == nil {
+						syscall.Kill(pid, syscall.SIGKILL)
+						t.Errorf("process %d outlived goinit's shutdown", pid)
+					}
+				}
+			}
+		})
 	}
 }
 
 // TestChildExitCleansUp checks --orphans after the child exits by itself.
 func TestChildExitCleansUp(t *testing.T) {
 	requireRoot(t)
-	t.Run("terminate", func(t *testing.T) {
-		start := time.Now()
-		code, stderr := runToEnd(t, runOpts{pid1: true}, "--", "sh", "-c", `sleep 1000 & exit 3`)
-		if code != 3 || time.Since(start) > 10*time.Second {
-			t.Fatalf("exit %d after %s; stderr: %s", code, time.Since(start), stderr)
+	// Not PID 1, so that a leftover goinit failed to end would still be
+	// there afterwards (as PID 1 the kernel ends the namespace anyway).
+	leftover := func(t *testing.T, p *proc) {
+		t.Helper()
+		var pid int
+		if _, err := fmt.Sscanf(p.waitLine("left ", time.Second), "left %d", &pid); err != nil {
+			t.Fatal(err)
 		}
+		if err := syscall.Kill(pid, 0); err == nil {
+			syscall.Kill(pid, syscall.SIGKILL)
+			t.Fatalf("leftover %d outlived goinit", pid)
+		}
+	}
+	t.Run("terminate", func(t *testing.T) {
+		p := start(t, runOpts{}, "--", "sh", "-c", `sleep 1000 >/dev/null & echo "left $!"; exit 3`)
+		if code := p.wait(10 * time.Second); code != 3 {
+			t.Fatalf("exit %d; stderr: %s", code, p.errText())
+		}
+		leftover(t, p)
 	})
 	t.Run("terminate-escalates", func(t *testing.T) {
-		code, stderr := runToEnd(t, runOpts{pid1: true}, "--stop-timeout=500ms", "--", "sh", "-c", `(trap '' TERM; exec sleep 1000) & exit 4`)
-		if code != 4 || !strings.Contains(stderr, "SIGKILL") {
-			t.Fatalf("exit %d; stderr: %s", code, stderr)
+		p := start(t, runOpts{}, "--stop-timeout=500ms", "--", "sh", "-c", `(trap '' TERM; exec sleep 1000 >/dev/null) & echo "left $!"; exit 4`)
+		if code := p.wait(10 * time.Second); code != 4 || !strings.Contains(p.errText(), "SIGKILL") {
+			t.Fatalf("exit %d; stderr: %s", code, p.errText())
 		}
+		leftover(t, p)
 	})
 	t.Run("wait", func(t *testing.T) {
 		start := time.Now()
@@ -113,7 +151,7 @@ func TestChildExitCleansUp(t *testing.T) {
 	})
 	t.Run("ignore", func(t *testing.T) {
 		// Not PID 1: the orphan outlives goinit and is re-parented on.
-		p := start(t, runOpts{}, "--orphans=ignore", "--", "sh", "-c", `sleep 1000 >/dev/null & echo $!; exit 6`)
+		p := start(t, runOpts{}, "--orphans=ignore", "--", "sh", "-c", `sleep 1000 >/dev/null 2>&1 & echo $!; exit 6`)
 		line := p.waitLine("", 10*time.Second)
 		if code := p.wait(10 * time.Second); code != 6 {
 			t.Fatalf("exit %d, want 6", code)
