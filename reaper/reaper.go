@@ -81,19 +81,6 @@ func (r *Reaper) Start(cmd *exec.Cmd) error {
 	return nil
 }
 
-// Watch registers pid, a child started by other means while holding Lock,
-// as supervised.
-func (r *Reaper) Watch(pid int) {
-	r.watched[pid] = true
-}
-
-// Lock blocks reaping. Hold it around a fork done outside Start and call
-// Watch before Unlock.
-func (r *Reaper) Lock() { r.mu.Lock() }
-
-// Unlock resumes reaping.
-func (r *Reaper) Unlock() { r.mu.Unlock() }
-
 // OrphansReaped returns how many re-parented processes have been reaped.
 func (r *Reaper) OrphansReaped() uint64 {
 	r.mu.Lock()
