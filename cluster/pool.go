@@ -283,9 +283,6 @@ func (p *Pool) Stop(sig unix.Signal, group bool) {
 	}
 }
 
-// Stopping reports whether Stop was called.
-func (p *Pool) Stopping() bool { return p.stopping }
-
 // Live counts slots with a running process.
 func (p *Pool) Live() int {
 	n := 0

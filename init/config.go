@@ -196,7 +196,6 @@ func (f *flags) parse(args, environ []string) error {
 				return usagef("invalid value %q for $%s (--%s): %s", vals[k], k, fl.Name, valueError(err))
 			}
 		}
-		fl.Changed = true
 		f.fromEnv[fl.Name] = k
 	}
 	return nil
@@ -358,10 +357,6 @@ func (f *flags) workerConfig(c *config, cpus func() (int, string, error)) error 
 			return usagef("invalid %s %q: use exit codes from 0 to 255, comma-separated", f.name("permanent-exit-codes"), s)
 		}
 		c.policy.PermanentCodes = append(c.policy.PermanentCodes, n)
-	}
-	if len(c.listen) > 0 && !c.clusterMode {
-		// A single command may take sockets too: it is one worker.
-		c.policy.Restart = restart
 	}
 	return nil
 }

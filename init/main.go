@@ -79,13 +79,10 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 		return exitInternal
 	}
 	env, cleanup, err := prepareWorkers(cfg, log)
+	defer cleanup()
 	if err != nil {
-		if env != nil {
-			cleanup()
-		}
 		return fail(stderr, err)
 	}
-	defer cleanup()
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -98,7 +95,7 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 		log.Error(fmt.Sprintf("cannot find goinit's own executable: %v", err))
 		return exitInternal
 	}
-	sp := &spawner{cfg: cfg, reaper: r, log: log, self: self, oomScore: -1001,
+	sp := &spawner{cfg: cfg, reaper: r, log: log, self: self, oomScore: -1001, env: childEnv(os.Environ()),
 		files: env.files, listenEnv: env.listenEnv, cgroup: env.cgroup,
 		foreground: !cfg.clusterMode && ownsTerminal()}
 	if cfg.clusterMode {

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -41,14 +42,18 @@ type spawner struct {
 	// foreground gives the child the terminal: single command on a tty.
 	foreground bool
 	// oomScore is the workers' oom_score_adj, so that a container-wide OOM
-	// takes a worker rather than goinit; -1001 leaves it alone.
+	// takes a worker rather than goinit; -1001 leaves it alone. The shim
+	// sets it before exec, so nothing the worker forks escapes it.
 	oomScore int
+	// env is the environment every start begins with: goinit's own,
+	// without its settings (childEnv).
+	env []string
 }
 
 // start starts worker id and returns its pid, already known to the reaper.
 func (s *spawner) start(id int) (int, error) {
 	cfg := s.cfg
-	env := childEnv(os.Environ())
+	env := slices.Clip(s.env)
 	if cfg.clusterMode {
 		env = append(env, "GOINIT_WORKER_ID="+strconv.Itoa(id), "GOINIT_WORKERS="+strconv.Itoa(cfg.workers))
 	}
@@ -65,12 +70,10 @@ func (s *spawner) start(id int) (int, error) {
 	}
 	attr := &syscall.SysProcAttr{
 		// Each worker leads its own process group, so a signal can reach
-		// everything it forked, and nothing of goinit's.
+		// everything it forked, and nothing of goinit's. With Foreground,
+		// the zero Ctty is stdin: the terminal goinit owns.
 		Setpgid:    true,
 		Foreground: s.foreground,
-	}
-	if s.foreground {
-		attr.Ctty = 0
 	}
 	if u := cfg.user; u != nil {
 		attr.Credential = &syscall.Credential{Uid: u.uid, Gid: u.gid, Groups: u.groups}
@@ -95,7 +98,7 @@ func (s *spawner) start(id int) (int, error) {
 	}
 	var cmd *exec.Cmd
 	var syncR, syncW *os.File
-	useShim := opts.listen || placeAfterFork || (cfg.clusterMode && s.oomScore >= -1000)
+	useShim := opts.listen || placeAfterFork || opts.oomScore >= -1000
 	if useShim {
 		if placeAfterFork {
 			var err error
@@ -128,10 +131,6 @@ func (s *spawner) start(id int) (int, error) {
 		if _, err := syncW.Write([]byte{1}); err != nil {
 			s.log.Warn("cannot release worker", "worker", id, "err", err)
 		}
-	}
-	if !useShim && s.oomScore >= -1000 {
-		// Best effort: the child may fork before this lands.
-		_ = os.WriteFile("/proc/"+strconv.Itoa(pid)+"/oom_score_adj", []byte(strconv.Itoa(s.oomScore)), 0)
 	}
 	return pid, nil
 }

@@ -26,7 +26,7 @@ type workerEnv struct {
 // prepareWorkers binds the --listen sockets and creates the workers'
 // cgroups, before any worker starts, so that a bad address or an
 // unavailable controller is a start-up error, not a crash loop. cleanup
-// releases what it made; call it even after an error when env is not nil.
+// releases what it made; call it whether or not there was an error.
 func prepareWorkers(cfg *config, log *slog.Logger) (*workerEnv, func(), error) {
 	env := &workerEnv{}
 	var closers []func()

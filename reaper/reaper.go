@@ -50,7 +50,6 @@ type Reaper struct {
 	// is not raced.
 	mu      sync.Mutex
 	watched map[int]bool
-	orphans uint64
 
 	exits chan Exit
 }
@@ -79,13 +78,6 @@ func (r *Reaper) Start(cmd *exec.Cmd) error {
 	}
 	r.watched[cmd.Process.Pid] = true
 	return nil
-}
-
-// OrphansReaped returns how many re-parented processes have been reaped.
-func (r *Reaper) OrphansReaped() uint64 {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.orphans
 }
 
 // Run reaps until ctx is done. It reaps once at start, for children that
@@ -120,9 +112,6 @@ func (r *Reaper) reap(ctx context.Context) error {
 			supervised = r.watched[pid]
 			if ws.Exited() || ws.Signaled() {
 				delete(r.watched, pid)
-				if !supervised {
-					r.orphans++
-				}
 			}
 		}
 		r.mu.Unlock()
