@@ -173,6 +173,11 @@ func (pi procInfo) ownDir(m cgroupMount, key string) (string, error) {
 		}
 		return "", fmt.Errorf("/proc/self/cgroup has no entry for the %s controller", key)
 	}
+	// A cgroup outside our cgroup namespace shows as /../..; filepath.Rel
+	// would clean the dots away and name some other cgroup.
+	if p == "/.." || strings.HasPrefix(p, "/../") {
+		return "", fmt.Errorf("own cgroup %s is outside this cgroup namespace", p)
+	}
 	// Without a cgroup namespace, a container sees the host's path in
 	// /proc/self/cgroup but only its own subtree mounted: strip the mount
 	// root (mountinfo field 4) from the path.

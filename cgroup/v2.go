@@ -90,27 +90,23 @@ func (h *Hierarchy) openV2(pi procInfo) error {
 		return fmt.Errorf("read enabled cgroup controllers: %w", err)
 	}
 	for _, n := range want {
+		dir, err := own, error(nil)
 		if !slices.Contains(enabled, n.controller) {
-			if err := writeFile(own, "cgroup.subtree_control", "+"+n.controller); err != nil {
-				if n.limit == "" {
-					h.log.Debug("cgroup controller skipped; its usage is not tracked",
-						"controller", n.controller, "err", err)
-					continue
-				}
-				return h.enableError(n, own, err)
+			if err = writeFile(own, "cgroup.subtree_control", "+"+n.controller); err == nil {
+				h.enabledOwn = append(h.enabledOwn, n.controller)
 			}
-			h.enabledOwn = append(h.enabledOwn, n.controller)
 		}
-		if err := writeFile(h.base, "cgroup.subtree_control", "+"+n.controller); err != nil {
-			if n.limit == "" {
-				h.log.Debug("cgroup controller skipped; its usage is not tracked",
-					"controller", n.controller, "err", err)
-				continue
-			}
-			return h.enableError(n, h.base, err)
+		if err == nil {
+			dir, err = h.base, writeFile(h.base, "cgroup.subtree_control", "+"+n.controller)
 		}
-		h.enabledBase = append(h.enabledBase, n.controller)
-		h.controllers = append(h.controllers, n.controller)
+		switch {
+		case err != nil && n.limit == "":
+			h.log.Debug("cgroup controller skipped; its usage is not tracked", "controller", n.controller, "err", err)
+		case err != nil:
+			return h.enableError(n, dir, err)
+		default:
+			h.controllers = append(h.controllers, n.controller)
+		}
 	}
 	h.log.Debug("cgroup v2 hierarchy ready", "dir", h.base, "controllers", h.controllers)
 	return nil
@@ -146,11 +142,10 @@ func (h *Hierarchy) enableError(n need, dir string, err error) error {
 // first, the kernel refuses otherwise), goinit back home, directories gone.
 func (h *Hierarchy) undoOpenV2() error {
 	var errs []error
-	for _, c := range slices.Backward(h.enabledBase) {
+	for _, c := range slices.Backward(h.controllers) {
 		// Best effort: the directory is removed right after anyway.
 		_ = cgroups.WriteFile(h.base, "cgroup.subtree_control", "-"+c)
 	}
-	h.enabledBase = nil
 	for _, c := range slices.Backward(h.enabledOwn) {
 		if err := writeFile(h.own, "cgroup.subtree_control", "-"+c); err != nil {
 			errs = append(errs, err)

@@ -12,11 +12,10 @@ import (
 	"testing"
 )
 
-// builds caches binaries per package path for the life of the test process;
-// building the same program again would only cost time.
-var builds = struct {
+// built remembers which packages this test process has built; building
+// the same program again would only cost time.
+var built = struct {
 	sync.Mutex
-	dir   string
 	paths map[string]string
 }{paths: map[string]string{}}
 
@@ -44,33 +43,41 @@ func Goinit(t testing.TB) string {
 
 // Build compiles the Go package pkg (relative to the repository root, e.g.
 // "./examples/goserver") into a static binary and returns its path. Each
-// package is built once per test process; the binary is named after the
-// package directory ("init" is named "goinit").
+// package is built once per test process, into the git-ignored cache, where
+// the next run overwrites it instead of leaving a copy in /tmp. The binary
+// is named after the package directory ("init" is named "goinit").
 func Build(t testing.TB, pkg string) string {
 	t.Helper()
-	builds.Lock()
-	defer builds.Unlock()
-	if p, ok := builds.paths[pkg]; ok {
+	built.Lock()
+	defer built.Unlock()
+	if p, ok := built.paths[pkg]; ok {
 		return p
-	}
-	if builds.dir == "" {
-		dir, err := os.MkdirTemp("", "goinit-testbin-")
-		if err != nil {
-			t.Fatalf("temp dir: %v", err)
-		}
-		builds.dir = dir
 	}
 	name := filepath.Base(pkg)
 	if name == "init" {
 		name = "goinit"
 	}
-	out := filepath.Join(builds.dir, filepath.Base(filepath.Dir(pkg))+"-"+name, name)
-	cmd := exec.Command("go", "build", "-trimpath", "-o", out, pkg)
+	out := filepath.Join(CacheDir(t), "bin", filepath.Clean(pkg), name)
+	if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
+		t.Fatalf("build %s: %v", pkg, err)
+	}
+	// Test packages run in parallel processes: build to a private name and
+	// rename, which is atomic, so nobody ever runs a half-written binary.
+	tmp, err := os.CreateTemp(filepath.Dir(out), name+".*.tmp")
+	if err != nil {
+		t.Fatalf("build %s: %v", pkg, err)
+	}
+	tmp.Close()
+	defer os.Remove(tmp.Name())
+	cmd := exec.Command("go", "build", "-trimpath", "-o", tmp.Name(), pkg)
 	cmd.Dir = Root()
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if b, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("build %s: %v\n%s", pkg, err, b)
 	}
-	builds.paths[pkg] = out
+	if err := os.Rename(tmp.Name(), out); err != nil {
+		t.Fatalf("build %s: %v", pkg, err)
+	}
+	built.paths[pkg] = out
 	return out
 }
