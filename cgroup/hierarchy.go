@@ -117,7 +117,6 @@ type Hierarchy struct {
 	own, base, leaf string
 	controllers     []string
 	enabledOwn      []string
-	enabledBase     []string
 
 	// createdBases are the prefix directories Open made, removed by Close.
 	createdBases []string
