@@ -15,15 +15,18 @@ build:
 deps:
 	bash scripts/install-deps.sh
 
+$(STATICCHECK):
+	$(GO) install honnef.co/go/tools/cmd/staticcheck@v0.8.2
+
 ## lint: gofmt, go vet and staticcheck must be clean
-lint: deps
+lint: $(STATICCHECK)
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo 'gofmt: files above are not formatted' >&2; exit 1; }
 	$(GO) vet ./...
 	$(STATICCHECK) ./...
 
 ## test: every test, as root on a real kernel (PID namespaces, runc, cgroup v1, a cgroup v2 VM);
 ## the bench harness's tiny run comes last, alone, so its load does not skew timing tests
-test: lint
+test: deps lint
 	$(GO) test -count=1 -timeout 25m $$($(GO) list ./... | grep -v /bench)
 	$(GO) test -count=1 -timeout 10m ./bench/...
 

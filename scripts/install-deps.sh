@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # install-deps.sh: install what goinit's tests need on a fresh Debian machine,
 # as root: runc and busybox-static (the OCI container tests), qemu (the
-# cgroup v2 VM), util-linux (unshare), tini, dumb-init and wrk (the bench
-# harness's tiny run), pm2 from npm into .cache/npm, and staticcheck.
+# cgroup v2 VM), util-linux (unshare), and, through bench/install-peers.sh,
+# what the bench harness's tiny run compares against (tini, dumb-init, wrk,
+# Node and pm2). make installs staticcheck itself.
 # Idempotent: it installs only what is missing, so `make test` stays fast.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
-want=(runc busybox-static qemu-system-x86 xz-utils util-linux tini dumb-init wrk curl file)
+want=(runc busybox-static qemu-system-x86 xz-utils util-linux file)
 missing=()
 for pkg in "${want[@]}"; do
 	dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
@@ -24,8 +25,3 @@ fi
 
 bash "$root/bench/install-peers.sh"
 
-gobin="$(go env GOPATH)/bin"
-if [[ ! -x "$gobin/staticcheck" ]]; then
-	echo "install-deps: go install staticcheck"
-	go install honnef.co/go/tools/cmd/staticcheck@v0.8.2
-fi
