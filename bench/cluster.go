@@ -17,6 +17,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/goinit/goinit/listen"
 )
 
 // The apps served in the cluster figures.
@@ -118,7 +120,7 @@ func (h *harness) clusterPeers(app string, names ...string) ([]clusterPeer, erro
 	}
 	var out []clusterPeer
 	for _, p := range all {
-		if len(names) > 0 && !contains(names, p.name) {
+		if len(names) > 0 && !slices.Contains(names, p.name) {
 			continue
 		}
 		if err := t.need(p.tools...); err != nil {
@@ -149,17 +151,21 @@ func (h *harness) startSupervised(port int, argv []string, o startOptions) (*clu
 // own.
 func (h *harness) startAlone(port, n int) (*clusterRun, error) {
 	c := &clusterRun{port: port, client: newClient()}
+	addr, err := listen.ParseAddr("tcp4://127.0.0.1:" + strconv.Itoa(port))
+	if err != nil {
+		return nil, err
+	}
 	for i := 0; i < n; i++ {
-		f, err := reusePortSocket(port)
+		f, err := listen.Open(context.Background(), addr, true)
 		if err != nil {
 			c.stop()
 			return nil, err
 		}
 		// LISTEN_PID must be the server's own pid, unknown before the fork:
 		// the shell learns it and keeps it by exec'ing the server.
+		env := append(listen.Env([]listen.Addr{addr}, []*os.File{f}), "GOINIT_WORKER_ID="+strconv.Itoa(i))
 		p, err := h.launch.start([]string{"/bin/sh", "-c", `LISTEN_PID=$$ exec "$0"`, h.tools.GoServer}, startOptions{
-			plain: true, files: []*os.File{f},
-			env: []string{"LISTEN_FDS=1", "GOINIT_WORKER_ID=" + strconv.Itoa(i)},
+			plain: true, files: []*os.File{f}, env: env,
 		})
 		f.Close()
 		if err != nil {
@@ -169,28 +175,6 @@ func (h *harness) startAlone(port, n int) (*clusterRun, error) {
 		c.alone = append(c.alone, p)
 	}
 	return c, nil
-}
-
-// reusePortSocket returns a listening TCP socket on 127.0.0.1:port with
-// SO_REUSEPORT set, as a file to pass to a child.
-func reusePortSocket(port int) (*os.File, error) {
-	lc := net.ListenConfig{Control: func(_, _ string, rc syscall.RawConn) error {
-		var serr error
-		err := rc.Control(func(fd uintptr) {
-			serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, 0xf /* SO_REUSEPORT */, 1)
-		})
-		return errors.Join(err, serr)
-	}}
-	l, err := lc.Listen(context.Background(), "tcp4", "127.0.0.1:"+strconv.Itoa(port))
-	if err != nil {
-		return nil, fmt.Errorf("bind SO_REUSEPORT socket on port %d: %w", port, err)
-	}
-	defer l.Close()
-	f, err := l.(*net.TCPListener).File()
-	if err != nil {
-		return nil, fmt.Errorf("socket file: %w", err)
-	}
-	return f, nil
 }
 
 // newClient returns an HTTP client that opens a new connection for every
@@ -342,7 +326,7 @@ func (c *clusterRun) stats(ctx context.Context) (map[int]int64, error) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				s, err := c.getStats()
+				s, err := c.getStats(ctx)
 				if err != nil {
 					return
 				}
@@ -359,13 +343,8 @@ func (c *clusterRun) stats(ctx context.Context) (map[int]int64, error) {
 	return got, nil
 }
 
-// getStats makes one GET /stats.
-func (c *clusterRun) getStats() (workerStats, error) {
-	return c.getStatsCtx(context.Background())
-}
-
-// getStatsCtx makes one GET /stats, abandoned when ctx is done.
-func (c *clusterRun) getStatsCtx(ctx context.Context) (workerStats, error) {
+// getStats makes one GET /stats, abandoned when ctx is done.
+func (c *clusterRun) getStats(ctx context.Context) (workerStats, error) {
 	var s workerStats
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.url("/stats"), nil)
 	if err != nil {
@@ -458,7 +437,7 @@ func (c *clusterRun) restartTime(ctx context.Context, n int) (time.Duration, err
 			go func() {
 				defer wg.Done()
 				defer func() { <-inflight }()
-				s, err := c.getStatsCtx(ctx)
+				s, err := c.getStats(ctx)
 				if err == nil && !old[s.Pid] {
 					select {
 					case fresh <- time.Since(t0):
@@ -541,25 +520,45 @@ func (h *harness) throughput(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
+// loadFigures names the figures of one app in the throughput runs; the
+// per-load names are indexed like loadKinds. They are built here only, so
+// that declare, add and note use the same strings.
+type loadFigures struct {
+	rps, p99, balance, cpu []string
+	restart                string
+}
+
+// newLoadFigures returns the figure names for app under loads of duration d.
+func newLoadFigures(app string, d time.Duration) loadFigures {
+	var n loadFigures
+	for _, k := range loadKinds {
+		n.rps = append(n.rps, "4. requests/s, "+app+", "+k.name)
+		n.p99 = append(n.p99, "4. p99 latency, "+app+", "+k.name)
+		n.balance = append(n.balance, "5. balance: max/min requests per worker, "+app+", "+k.name)
+		n.cpu = append(n.cpu, fmt.Sprintf("7. supervisor CPU during a %v load, %s, %s", d, app, k.name))
+	}
+	n.restart = "6. crash → replacement accepts, " + app
+	return n
+}
+
 // throughputApp runs every cluster contender of app LoadReps times.
 func (h *harness) throughputApp(ctx context.Context, app string) error {
 	peers, err := h.clusterPeers(app)
 	if err != nil {
 		return err
 	}
-	dur := fmt.Sprintf("%v", h.plan.LoadDuration)
+	figs := newLoadFigures(app, h.plan.LoadDuration)
 	f := newFigures()
-	for _, k := range loadKinds {
-		f.declare(Row{Figure: "4. requests/s, " + app + ", " + k.name, Unit: PerSecond})
-		f.declare(Row{Figure: "4. p99 latency, " + app + ", " + k.name, Unit: Seconds})
+	for i := range loadKinds {
+		f.declare(Row{Figure: figs.rps[i], Unit: PerSecond})
+		f.declare(Row{Figure: figs.p99[i], Unit: Seconds})
 	}
-	for _, k := range loadKinds {
-		f.declare(Row{Figure: "5. balance: max/min requests per worker, " + app + ", " + k.name, Unit: Ratio})
+	for i := range loadKinds {
+		f.declare(Row{Figure: figs.balance[i], Unit: Ratio})
 	}
-	figRestart := "6. crash → replacement accepts, " + app
-	f.declare(Row{Figure: figRestart, Unit: Seconds})
-	for _, k := range loadKinds {
-		f.declare(Row{Figure: "7. supervisor CPU during a " + dur + " load, " + app + ", " + k.name, Unit: Seconds})
+	f.declare(Row{Figure: figs.restart, Unit: Seconds})
+	for i := range loadKinds {
+		f.declare(Row{Figure: figs.cpu[i], Unit: Seconds})
 	}
 
 	var errs []error
@@ -569,7 +568,7 @@ func (h *harness) throughputApp(ctx context.Context, app string) error {
 				return err
 			}
 			h.logf("throughput %s, %s, run %d of %d", app, peer.name, rep+1, h.plan.LoadReps)
-			if err := h.loadOnce(ctx, peer, f, figRestart); err != nil {
+			if err := h.loadOnce(ctx, peer, f, figs); err != nil {
 				errs = append(errs, fmt.Errorf("%s, %s: %w", app, peer.name, err))
 				f.note(f.order[0].Figure, peer.name, "failed: "+err.Error())
 			}
@@ -579,9 +578,9 @@ func (h *harness) throughputApp(ctx context.Context, app string) error {
 	for _, p := range peers {
 		names = append(names, p.name)
 		if !p.supervised {
-			f.note(figRestart, p.name, "n/a: nothing restarts a worker")
-			for _, k := range loadKinds {
-				f.note("7. supervisor CPU during a "+dur+" load, "+app+", "+k.name, p.name, "n/a: no supervisor")
+			f.note(figs.restart, p.name, "n/a: nothing restarts a worker")
+			for _, fig := range figs.cpu {
+				f.note(fig, p.name, "n/a: no supervisor")
 			}
 		}
 		if f.notes[f.order[0].Figure][p.name] == "" {
@@ -594,7 +593,7 @@ func (h *harness) throughputApp(ctx context.Context, app string) error {
 
 // loadOnce starts peer, runs both loads against it, then times the
 // replacement of killed workers, and stops it.
-func (h *harness) loadOnce(ctx context.Context, peer clusterPeer, f *figures, figRestart string) error {
+func (h *harness) loadOnce(ctx context.Context, peer clusterPeer, f *figures, figs loadFigures) error {
 	port, err := freePort()
 	if err != nil {
 		return err
@@ -615,10 +614,9 @@ func (h *harness) loadOnce(ctx context.Context, peer clusterPeer, f *figures, fi
 		}
 	}
 	load.duration = h.plan.LoadDuration
-	dur := fmt.Sprintf("%v", h.plan.LoadDuration)
-	for _, k := range loadKinds {
+	for i, k := range loadKinds {
 		load.closeConn = k.closeConn
-		figBalance := "5. balance: max/min requests per worker, " + peer.app + ", " + k.name
+		figBalance := figs.balance[i]
 		before, beforeErr := c.stats(ctx)
 		cpu0 := c.supervisorCPU()
 		res, err := runWrk(ctx, h.tools.Wrk, load)
@@ -626,13 +624,13 @@ func (h *harness) loadOnce(ctx context.Context, peer clusterPeer, f *figures, fi
 			return err
 		}
 		cpu := c.supervisorCPU() - cpu0
-		f.add("4. requests/s, "+peer.app+", "+k.name, peer.name, res.RPS)
-		f.add("4. p99 latency, "+peer.app+", "+k.name, peer.name, res.P99.Seconds())
+		f.add(figs.rps[i], peer.name, res.RPS)
+		f.add(figs.p99[i], peer.name, res.P99.Seconds())
 		if res.Errors > 0 {
-			f.note("4. requests/s, "+peer.app+", "+k.name, peer.name, fmt.Sprintf("%d errors in the last run", res.Errors))
+			f.note(figs.rps[i], peer.name, fmt.Sprintf("%d errors in the last run", res.Errors))
 		}
 		if peer.supervised {
-			f.add("7. supervisor CPU during a "+dur+" load, "+peer.app+", "+k.name, peer.name, cpu.Seconds())
+			f.add(figs.cpu[i], peer.name, cpu.Seconds())
 		}
 		after, afterErr := c.stats(ctx)
 		if err := errors.Join(beforeErr, afterErr); err != nil {
@@ -654,10 +652,10 @@ func (h *harness) loadOnce(ctx context.Context, peer clusterPeer, f *figures, fi
 		if err != nil {
 			return fmt.Errorf("restart %d: %w", i+1, err)
 		}
-		f.add(figRestart, peer.name, d.Seconds())
+		f.add(figs.restart, peer.name, d.Seconds())
 	}
 	if peer.name == "node cluster" {
-		f.note(figRestart, peer.name, "cluster.js waits 100 ms before re-forking")
+		f.note(figs.restart, peer.name, "cluster.js waits 100 ms before re-forking")
 	}
 	return nil
 }

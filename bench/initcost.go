@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"slices"
 	"time"
 )
 
@@ -42,7 +43,7 @@ func (h *harness) initPeers(bare bool, names ...string) ([]initPeer, error) {
 	}
 	var out []initPeer
 	for _, p := range all {
-		if len(names) > 0 && p.tool != "" && !contains(names, p.tool) {
+		if len(names) > 0 && p.tool != "" && !slices.Contains(names, p.tool) {
 			continue
 		}
 		if p.tool != "" {
@@ -196,14 +197,4 @@ func sleepCtx(ctx context.Context, d time.Duration) {
 	case <-ctx.Done():
 	case <-time.After(d):
 	}
-}
-
-// contains reports whether xs holds x.
-func contains(xs []string, x string) bool {
-	for _, s := range xs {
-		if s == x {
-			return true
-		}
-	}
-	return false
 }

@@ -146,7 +146,8 @@ func (p *proc) stop(grace time.Duration) {
 	}
 	if grace > 0 {
 		_ = p.cmd.Process.Signal(syscall.SIGTERM)
-		if p.wait(grace) == nil || p.exited() {
+		_ = p.wait(grace) // its error is only the exit status or the timeout
+		if p.exited() {
 			p.killGroup()
 			return
 		}

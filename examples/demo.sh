@@ -6,6 +6,13 @@
 # with SIGTERM and shows its exit code.
 set -euo pipefail
 goinit=$1 server=$2 port=${3:-${PORT:-8080}}
+codes=$(mktemp)
+goinit_pid='' outer=''
+cleanup() {
+	[[ -z $goinit_pid$outer ]] || kill -KILL $goinit_pid $outer 2>/dev/null || true
+	rm -f "$codes"
+}
+trap cleanup EXIT
 
 # get PATH: one HTTP request on a new connection, with bash's /dev/tcp so the
 # demo needs no HTTP client. Prints the body.
@@ -37,21 +44,25 @@ goinit_pid=$outer
 if ((${#ns[@]})); then
 	for _ in $(seq 100); do goinit_pid=$(children "$outer" | awk '{print $1}'); [[ -n $goinit_pid ]] && break; sleep 0.05; done
 fi
-trap 'kill -KILL $goinit_pid $outer 2>/dev/null || true' EXIT
 for _ in $(seq 100); do [[ $(status) == 200 ]] && break; sleep 0.05; done
 
 echo "== four requests; the kernel spreads them over the workers"
 for _ in 1 2 3 4; do get /; done
 
-victim=$(children "$goinit_pid" | awk '{print $1}')
+victim=$(children "$goinit_pid" | awk 'NF {print $1; exit}')
 echo "== SIGKILL worker process $victim while 200 requests run"
-( for _ in $(seq 200); do status; done ) > /tmp/goinit-demo.codes &
+( for _ in $(seq 200); do status; done ) >"$codes" &
 load=$!
 kill -KILL "$victim"
 wait $load
-echo "   answers: $(sort /tmp/goinit-demo.codes | uniq -c | awk '{printf "%s x HTTP %s  ", $1, $2}')"
-rm -f /tmp/goinit-demo.codes
-for _ in $(seq 100); do [[ $(children "$goinit_pid" | wc -w) -eq 2 ]] && break; sleep 0.05; done
+echo "   answers: $(sort "$codes" | uniq -c | awk '{printf "%s x HTTP %s  ", $1, $2}')"
+# The children lists include zombies: wait until goinit has reaped the
+# victim, then until its replacement is there.
+for _ in $(seq 100); do
+	kids=" $(children "$goinit_pid" | tr -s '\n' ' ') "
+	[[ $kids != *" $victim "* ]] && (($(wc -w <<<"$kids") == 2)) && break
+	sleep 0.05
+done
 echo "== workers now: $(children "$goinit_pid")"
 
 echo "== SIGTERM to goinit: workers drain and exit, goinit exits with their status"
@@ -60,5 +71,5 @@ set +e
 wait $outer
 code=$?
 set -e
-trap - EXIT
+goinit_pid='' outer=''
 echo "== goinit exited with $code"

@@ -86,7 +86,14 @@ func (p *proc) waitLine(t *testing.T, re *regexp.Regexp) []string {
 		select {
 		case line, ok := <-p.lines:
 			if !ok {
-				t.Fatalf("server exited (%v) before logging %q", p.err, re)
+				// p.err is written by Wait after lines closes: read it only
+				// once done is closed.
+				select {
+				case <-p.done:
+					t.Fatalf("server exited (%v) before logging %q", p.err, re)
+				case <-deadline:
+					t.Fatalf("server closed stderr and did not exit within %s before logging %q", timeout, re)
+				}
 			}
 			if m := re.FindStringSubmatch(line); m != nil {
 				return m

@@ -97,7 +97,7 @@ func activatedChild(mode string) int {
 // and env from Env. With ownPID, LISTEN_PID is set to the child's own pid by
 // a shell that then execs the child (the pid survives exec); otherwise to
 // listenPID.
-func startActivated(t *testing.T, mode string, addrs []Addr, files []*os.File, ownPID bool, listenPID string) (*exec.Cmd, childReport, *bufio.Reader) {
+func startActivated(t *testing.T, mode string, addrs []Addr, files []*os.File, ownPID bool, listenPID string) (*exec.Cmd, childReport) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	t.Cleanup(cancel)
@@ -134,8 +134,7 @@ func startActivated(t *testing.T, mode string, addrs []Addr, files []*os.File, o
 		cmd.Process.Kill()
 		cmd.Wait()
 	})
-	r := bufio.NewReader(stdout)
-	line, err := r.ReadBytes('\n')
+	line, err := bufio.NewReader(stdout).ReadBytes('\n')
 	if err != nil {
 		t.Fatalf("read child report: %v", err)
 	}
@@ -143,7 +142,7 @@ func startActivated(t *testing.T, mode string, addrs []Addr, files []*os.File, o
 	if err := json.Unmarshal(line, &rep); err != nil {
 		t.Fatalf("child report %q: %v", line, err)
 	}
-	return cmd, rep, r
+	return cmd, rep
 }
 
 func greeting(t *testing.T, network, address string) string {
@@ -175,7 +174,7 @@ func TestFilesInActivatedChild(t *testing.T) {
 	for _, a := range addrs {
 		files = append(files, mustOpen(t, a.String(), false))
 	}
-	cmd, rep, _ := startActivated(t, "files", addrs, files, true, "")
+	cmd, rep := startActivated(t, "files", addrs, files, true, "")
 	if rep.Err != "" {
 		t.Fatalf("Files: %s", rep.Err)
 	}
@@ -206,7 +205,7 @@ func TestListenersInActivatedChild(t *testing.T) {
 		files = append(files, mustOpen(t, a.String(), false))
 	}
 	tcpAddr := fmt.Sprintf("127.0.0.1:%d", boundPort(t, files[1]))
-	cmd, rep, _ := startActivated(t, "listeners", addrs, files, true, "")
+	cmd, rep := startActivated(t, "listeners", addrs, files, true, "")
 	if rep.Err != "" {
 		t.Fatalf("Listeners: %s", rep.Err)
 	}
@@ -223,7 +222,7 @@ func TestFilesIgnoresOtherPID(t *testing.T) {
 	addrs := []Addr{mustParse(t, "tcp4://127.0.0.1:0")}
 	files := []*os.File{mustOpen(t, addrs[0].String(), false)}
 	// pid 1 is never the child: the variables were meant for someone else.
-	cmd, rep, _ := startActivated(t, "files", addrs, files, false, "1")
+	cmd, rep := startActivated(t, "files", addrs, files, false, "1")
 	if rep.Err != "" || len(rep.Names) != 0 {
 		t.Errorf("Files with LISTEN_PID=1 = %q, err %q; want nothing", rep.Names, rep.Err)
 	}
