@@ -14,12 +14,13 @@ import (
 var ErrUnavailable = errors.New("cgroup limits unavailable")
 
 // UnavailableError says why a limit cannot be applied here and how to fix
-// it. Its message is one line: the cause, then the fix, e.g.
+// it. Its message is one line: the cause, the fix in the environment, then
+// doing without the limit, e.g.
 //
-//	cgroup memory controller is not writable at /sys/fs/cgroup/memory/x/goinit: read-only file system; mount the cgroup filesystem read-write or run without the memory limit
+//	cgroup memory controller is not writable at /sys/fs/cgroup/memory/x/goinit: read-only file system; mount the cgroup filesystem read-write (containers: ...), or run without the memory limit
 //
-// Callers that want to name their own flags in the fix can build a line
-// from Cause and Limit instead of using Error.
+// Callers that want to name their own flags for doing without can build a
+// line from Cause, Fix and Limit instead of using Error.
 type UnavailableError struct {
 	// Controller is the cgroup controller involved ("memory", "cpu",
 	// "pids"), or "" when the problem is the cgroup filesystem itself.
@@ -30,15 +31,17 @@ type UnavailableError struct {
 	Limit string
 	// Cause is what is wrong, one line without the fix.
 	Cause string
-	// Fix is what the user can change, one line.
+	// Fix is what the user can change in the environment, one line,
+	// without the alternative of running without the limit, which
+	// Error adds.
 	Fix string
 	// Err is the underlying error, e.g. unix.EROFS; may be nil.
 	Err error
 }
 
-// Error returns Cause and Fix on one line.
+// Error returns Cause, Fix and running without Limit on one line.
 func (e *UnavailableError) Error() string {
-	return e.Cause + "; " + e.Fix
+	return e.Cause + "; " + e.Fix + ", or " + withoutLimit(e.Limit)
 }
 
 // Unwrap returns the underlying error, so errors.Is(err, unix.EROFS) works.
@@ -47,8 +50,8 @@ func (e *UnavailableError) Unwrap() error { return e.Err }
 // Is makes errors.Is(err, ErrUnavailable) true.
 func (e *UnavailableError) Is(target error) bool { return target == ErrUnavailable }
 
-// withoutLimit is the tail of every fix: the user can always give up the
-// limit.
+// withoutLimit is the tail of every message: the user can always give up
+// the limit.
 func withoutLimit(limit string) string {
 	if limit == "" {
 		return "run without cgroup limits"
@@ -67,11 +70,11 @@ func notWritable(controller, limit, path string, err error) *UnavailableError {
 	var fix string
 	switch errno {
 	case unix.EROFS:
-		fix = "mount the cgroup filesystem read-write (containers: run privileged or with a writable, delegated cgroup) or " + withoutLimit(limit)
+		fix = "mount the cgroup filesystem read-write (containers: run privileged or with a writable, delegated cgroup)"
 	case unix.EACCES, unix.EPERM:
-		fix = "run goinit as root or delegate the cgroup to its user, or " + withoutLimit(limit)
+		fix = "run goinit as root or delegate the cgroup to its user"
 	default:
-		fix = "check that the cgroup filesystem is mounted and delegated, or " + withoutLimit(limit)
+		fix = "check that the cgroup filesystem is mounted and delegated"
 	}
 	return &UnavailableError{Controller: controller, Limit: limit, Cause: cause, Fix: fix, Err: err}
 }

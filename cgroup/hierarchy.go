@@ -195,7 +195,7 @@ func (h *Hierarchy) open(pi procInfo) (err error) {
 	}
 	return &UnavailableError{
 		Cause: fmt.Sprintf("no cgroup filesystem is mounted at %s", h.root),
-		Fix:   "mount cgroup2 (or the cgroup v1 controllers) there, or " + withoutLimit(""),
+		Fix:   "mount cgroup2 (or the cgroup v1 controllers) there",
 		Err:   os.ErrNotExist,
 	}
 }

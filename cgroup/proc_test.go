@@ -128,6 +128,16 @@ func TestOwnDir(t *testing.T) {
 	if got, err := pi.ownDir(pi.mounts[0], ""); err == nil {
 		t.Errorf("ownDir outside the mount = %q, want error", got)
 	}
+	// A cgroup outside goinit's cgroup namespace shows as /../..; with
+	// the whole hierarchy mounted, cleaning the dots away would name
+	// /sys/fs/cgroup/user.slice/x, someone else's cgroup.
+	pi = procInfo{
+		mounts: []cgroupMount{{Dir: "/sys/fs/cgroup", Root: "/", V2: true}},
+		self:   map[string]string{"": "/../../user.slice/x"},
+	}
+	if got, err := pi.ownDir(pi.mounts[0], ""); err == nil || !strings.Contains(err.Error(), "outside this cgroup namespace") {
+		t.Errorf("ownDir outside the namespace = %q, %v; want an error", got, err)
+	}
 	delete(pi.self, "")
 	if _, err := pi.ownDir(pi.mounts[0], ""); err == nil {
 		t.Error("ownDir without a 0:: entry succeeded")

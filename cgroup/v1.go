@@ -17,7 +17,7 @@ func (h *Hierarchy) openV1(pi procInfo) error {
 			Controller: ctrlMemory,
 			Limit:      "memory-high",
 			Cause:      fmt.Sprintf("the memory-high limit needs cgroup v2, but %s is cgroup v1", h.root),
-			Fix:        "use the memory limit instead or run on a cgroup v2 host, or " + withoutLimit("memory-high"),
+			Fix:        "use the memory limit instead or run on a cgroup v2 host",
 			Err:        errNoMemoryHighOnV1,
 		}
 	}
@@ -66,7 +66,7 @@ func (h *Hierarchy) prepareV1(pi procInfo, n need) (string, error) {
 			Controller: n.controller,
 			Limit:      n.limit,
 			Cause:      fmt.Sprintf("cgroup %s controller is not mounted under %s", n.controller, h.root),
-			Fix:        "mount it (or enable it in the kernel), or " + withoutLimit(n.limit),
+			Fix:        "mount it (or enable it in the kernel)",
 			Err:        os.ErrNotExist,
 		}
 	}
@@ -76,7 +76,7 @@ func (h *Hierarchy) prepareV1(pi procInfo, n need) (string, error) {
 			Controller: n.controller,
 			Limit:      n.limit,
 			Cause:      fmt.Sprintf("cannot find goinit's cgroup for the %s controller: %v", n.controller, err),
-			Fix:        "mount the cgroup filesystem with a cgroup namespace or the container's own subtree, or " + withoutLimit(n.limit),
+			Fix:        "mount the cgroup filesystem with a cgroup namespace or the container's own subtree",
 			Err:        err,
 		}
 	}
@@ -95,7 +95,7 @@ func (h *Hierarchy) prepareV1(pi procInfo, n need) (string, error) {
 			Controller: n.controller,
 			Limit:      n.limit,
 			Cause:      fmt.Sprintf("cannot create cgroup %s: %s", base, errnoText(err)),
-			Fix:        "check that the cgroup filesystem is mounted and delegated, or " + withoutLimit(n.limit),
+			Fix:        "check that the cgroup filesystem is mounted and delegated",
 			Err:        err,
 		}
 	}

@@ -30,7 +30,7 @@ func (h *Hierarchy) openV2(pi procInfo) error {
 	if err != nil {
 		return &UnavailableError{
 			Cause: fmt.Sprintf("cannot find goinit's cgroup v2: %v", err),
-			Fix:   "run goinit with a cgroup namespace (the default for containers on cgroup v2), or " + withoutLimit(""),
+			Fix:   "run goinit with a cgroup namespace (the default for containers on cgroup v2)",
 			Err:   err,
 		}
 	}
@@ -50,8 +50,7 @@ func (h *Hierarchy) openV2(pi procInfo) error {
 				Limit:      n.limit,
 				Cause: fmt.Sprintf("cgroup %s controller is not delegated to %s (available: %s)",
 					n.controller, own, orNone(available)),
-				Fix: fmt.Sprintf("enable it in the parent's cgroup.subtree_control (systemd: Delegate=yes), or %s",
-					withoutLimit(n.limit)),
+				Fix: "enable it in the parent's cgroup.subtree_control (systemd: Delegate=yes)",
 				Err: os.ErrNotExist,
 			}
 		}
@@ -122,7 +121,7 @@ func (h *Hierarchy) enableError(n need, dir string, err error) error {
 			Limit:      n.limit,
 			Cause: fmt.Sprintf("cannot enable the cgroup %s controller in %s: other processes share goinit's cgroup (pids %s)",
 				n.controller, dir, joinInts(pids)),
-			Fix: "run goinit as the container's first process, alone in its cgroup, or " + withoutLimit(n.limit),
+			Fix: "run goinit as the container's first process, alone in its cgroup",
 			Err: err,
 		}
 	}
@@ -133,7 +132,7 @@ func (h *Hierarchy) enableError(n need, dir string, err error) error {
 		Controller: n.controller,
 		Limit:      n.limit,
 		Cause:      fmt.Sprintf("cannot enable the cgroup %s controller in %s: %s", n.controller, dir, errnoText(err)),
-		Fix:        "check that the controller is delegated and the cgroup is not threaded, or " + withoutLimit(n.limit),
+		Fix:        "check that the controller is delegated and the cgroup is not threaded",
 		Err:        err,
 	}
 }

@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"maps"
 	"slices"
-	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -20,17 +19,50 @@ import (
 // only for reporting: restarts never wait for it.
 const oomCheckInterval = 2 * time.Second
 
-// limiter owns the workers' cgroups and what goinit learns from them.
+// limiter owns the workers' cgroups and what goinit learns from them. Like
+// the supervisor that calls them, its methods run on one goroutine.
 type limiter struct {
-	h      *cgroup.Hierarchy
-	limits cgroup.Limits
-	log    *slog.Logger
-	slots  map[int]*cgroup.Slot
-	// oomKills is the OOM-kill count of each slot already reported.
-	oomKills map[int]uint64
-	// limitOOMs is each slot's count of its own limit running out
-	// (cgroup v2 only), to tell its limit from the container's.
-	limitOOMs map[int]uint64
+	h     *cgroup.Hierarchy
+	log   *slog.Logger
+	slots map[int]*slotOOM
+}
+
+// oomCounter is what the limiter reads of a slot: *cgroup.Slot.
+type oomCounter interface {
+	OOMKills() (uint64, error)
+	LimitOOMs() (n uint64, ok bool, err error)
+}
+
+// oomCounts are a slot's OOM counters at one moment.
+type oomCounts struct {
+	// kills counts processes the OOM killer killed in the slot.
+	kills uint64
+	// limit counts the times the slot's own memory limit ran out (cgroup
+	// v2 only, limitKnown), to tell its limit from the container's.
+	limit      uint64
+	limitKnown bool
+}
+
+// slotOOM is the OOM accounting of one worker slot.
+//
+// The kernel counts an OOM kill when it sends SIGKILL, before the worker
+// dies and is reaped, so the periodic check can see the kill that is
+// about to end the worker. It therefore reports only kills it already saw
+// on the check before, oomCheckInterval ago: a worker killed then has been
+// reaped and explained since, which moves base past its kill.
+type slotOOM struct {
+	c oomCounter
+	// running is true from the worker's start until its exit is
+	// explained; check skips a slot whose worker is backing off or done.
+	running bool
+	// base is what new kills are counted from: the counts when the worker
+	// started, moved up to everything check or explain has reported.
+	base oomCounts
+	// seen is what the last check read, reported by the next one if the
+	// worker still runs.
+	seen oomCounts
+	// reported is the total of OOM kills logged, for OOMKills.
+	reported uint64
 }
 
 // openCgroups creates the per-worker cgroups when limits are requested and
@@ -45,16 +77,16 @@ func openCgroups(cfg *config, env *workerEnv, log *slog.Logger) (func(), error) 
 	var ue *cgroup.UnavailableError
 	switch {
 	case errors.As(err, &ue) && cfg.cgroupMode == "optional":
-		what, cause, fix, _ := unavailable(ue)
-		log.Warn(fmt.Sprintf("running without per-worker limits (--cgroup=optional): cannot apply %s: %s; to apply them, %s", what, cause, fix))
+		what, _ := unavailable(ue)
+		log.Warn(fmt.Sprintf("running without per-worker limits (--cgroup=optional): cannot apply %s: %s; to apply them, %s", what, ue.Cause, ue.Fix))
 		return nil, nil
 	case errors.As(err, &ue):
-		what, cause, fix, drop := unavailable(ue)
-		return nil, usagef("cannot apply %s: %s; %s, %s, or set --cgroup=optional to run without limits", what, cause, fix, drop)
+		what, drop := unavailable(ue)
+		return nil, usagef("cannot apply %s: %s; %s, %s, or set --cgroup=optional to run without limits", what, ue.Cause, ue.Fix, drop)
 	case err != nil:
 		return nil, fmt.Errorf("cannot apply per-worker limits: %w", err)
 	}
-	l := &limiter{h: h, limits: limits, log: log, slots: map[int]*cgroup.Slot{}, oomKills: map[int]uint64{}, limitOOMs: map[int]uint64{}}
+	l := &limiter{h: h, log: log, slots: map[int]*slotOOM{}}
 	log.Info(fmt.Sprintf("per-worker limits: %s (cgroup v%d)", limits, h.Version()))
 	env.cgroup = l.slot
 	env.explain = l.explain
@@ -75,61 +107,87 @@ var limitFlags = map[string]string{
 	"pids":        "--pids-limit",
 }
 
-// unavailable splits the cgroup package's explanation of a limit goinit
-// cannot apply into what to say: which flag, the cause, the fix in the
-// environment, and how to do without, naming goinit's flags rather than
-// the package's "run without the memory limit".
-func unavailable(ue *cgroup.UnavailableError) (what, cause, fix, drop string) {
-	what, drop = "per-worker limits", "drop the limit flags"
+// unavailable names, for the cgroup package's explanation of a limit goinit
+// cannot apply, the flag it concerns and how to do without it, in goinit's
+// flags rather than the package's "run without the memory limit".
+func unavailable(ue *cgroup.UnavailableError) (what, drop string) {
 	if f, ok := limitFlags[ue.Limit]; ok {
-		what, drop = f, "drop "+f
+		return f, "drop " + f
 	}
-	fix = ue.Fix
-	if i := strings.LastIndex(fix, " or run without "); i > 0 {
-		fix = strings.TrimSuffix(fix[:i], ",")
-	}
-	return what, ue.Cause, fix, drop
+	return "per-worker limits", "drop the limit flags"
 }
 
+// slot returns worker id's cgroup. The spawner calls it on every start of
+// the worker, which is where the worker's OOM accounting begins.
 func (l *limiter) slot(id int) (slotCgroup, error) {
 	s, err := l.h.Slot(id)
 	if err != nil {
 		return nil, err
 	}
-	if _, ok := l.slots[id]; !ok {
-		l.slots[id] = s
-		l.oomKills[id], _ = s.OOMKills()
-		l.limitOOMs[id], _, _ = s.LimitOOMs()
-	}
+	l.started(id, s)
 	return s, nil
 }
 
-// newOOMKills returns how many OOM kills slot id had since last asked, and
-// whether the slot's own memory limit caused them. Only cgroup v2 tells;
-// on v1 the slot's limit is assumed.
-func (l *limiter) newOOMKills(id int) (kills uint64, own bool) {
-	s, ok := l.slots[id]
-	if !ok {
+// started begins the OOM accounting of a worker started in slot id: kills
+// counted before now were not the new worker's.
+func (l *limiter) started(id int, c oomCounter) {
+	so := l.slots[id]
+	if so == nil {
+		so = &slotOOM{}
+		l.slots[id] = so
+	}
+	so.c, so.running = c, true
+	if n, err := readOOM(c); err == nil {
+		so.base, so.seen = n, n
+	}
+}
+
+// readOOM reads a slot's OOM counters.
+func readOOM(c oomCounter) (oomCounts, error) {
+	kills, err := c.OOMKills()
+	if err != nil {
+		return oomCounts{}, err
+	}
+	limit, known, err := c.LimitOOMs()
+	if err != nil {
+		return oomCounts{}, err
+	}
+	return oomCounts{kills: kills, limit: limit, limitKnown: known}, nil
+}
+
+// report counts the kills from so.base up to n as reported and returns
+// how many there were and whether the slot's own memory limit caused them.
+// Only cgroup v2 tells; on v1 the slot's limit is assumed.
+func (so *slotOOM) report(n oomCounts) (kills uint64, own bool) {
+	if n.kills <= so.base.kills {
+		// Nothing new, or counters that went back, as in a slot made
+		// afresh: count from here.
+		so.base = n
 		return 0, false
 	}
-	n, err := s.OOMKills()
-	if err != nil || n <= l.oomKills[id] {
-		return 0, false
-	}
-	kills = n - l.oomKills[id]
-	l.oomKills[id] = n
-	own = true
-	if hits, known, err := s.LimitOOMs(); err == nil && known {
-		own = hits > l.limitOOMs[id]
-		l.limitOOMs[id] = hits
-	}
+	kills = n.kills - so.base.kills
+	own = !n.limitKnown || n.limit > so.base.limit
+	so.base = n
+	so.reported += kills
 	return kills, own
 }
 
 // explain names the OOM killer as the cause of a worker's death, instead of
-// a bare "signal 9", when its cgroup's OOM-kill count went up.
+// a bare "signal 9", when its cgroup's OOM-kill count went up since the
+// worker started, beyond the kills check already reported as a surviving
+// child's.
 func (l *limiter) explain(id int, st reaper.Status) string {
-	kills, own := l.newOOMKills(id)
+	so := l.slots[id]
+	if so == nil || !so.running {
+		return ""
+	}
+	so.running = false
+	n, err := readOOM(so.c)
+	if err != nil {
+		return ""
+	}
+	so.seen = n
+	kills, own := so.report(n)
 	if kills == 0 {
 		return ""
 	}
@@ -143,19 +201,32 @@ func (l *limiter) explain(id int, st reaper.Status) string {
 }
 
 // check reports OOM kills inside workers that kept running: the kernel
-// chose a child of the worker, and the worker may not notice.
+// chose a child of the worker, and the worker may not notice. It reports a
+// kill on the second check that sees it, when the worker has outlived it
+// by oomCheckInterval; a kill of the worker itself is explained at its
+// exit instead.
 func (l *limiter) check(name func(int) string) {
 	for _, id := range slices.Sorted(maps.Keys(l.slots)) {
-		n, own := l.newOOMKills(id)
-		if n == 0 {
+		so := l.slots[id]
+		if !so.running {
 			continue
 		}
+		n, err := readOOM(so.c)
+		if err != nil {
+			continue
+		}
+		prev := so.seen
+		so.seen = n
+		if prev.kills <= so.base.kills {
+			continue
+		}
+		kills, own := so.report(prev)
 		what := "a process inside it was"
-		if n > 1 {
-			what = fmt.Sprintf("%d processes inside it were", n)
+		if kills > 1 {
+			what = fmt.Sprintf("%d processes inside it were", kills)
 		}
 		l.log.Warn(fmt.Sprintf("%s: %s killed by the OOM killer (%s); the worker itself is still running",
-			name(id), what, l.limitText(own)), "worker", id, "oom_kills", l.oomKills[id])
+			name(id), what, l.limitText(own)), "worker", id, "oom_kills", so.reported)
 	}
 }
 
@@ -163,20 +234,29 @@ func (l *limiter) check(name func(int) string) {
 // own, or (own false) one above it, which in a container is the
 // container's, so that nobody raises --memory-limit in vain.
 func (l *limiter) limitText(own bool) string {
+	memory := l.h.Limits().Memory
 	switch {
-	case !own && l.limits.Memory > 0:
-		return "a memory limit above the worker's, such as the container's; the worker's is " + cgroup.FormatBytes(l.limits.Memory)
+	case !own && memory > 0:
+		return "a memory limit above the worker's, such as the container's; the worker's is " + cgroup.FormatBytes(memory)
 	case !own:
 		return "a memory limit above the worker's, such as the container's"
-	case l.limits.Memory == 0:
+	case memory == 0:
 		return "cgroup memory limit"
 	}
-	return "memory limit " + cgroup.FormatBytes(l.limits.Memory)
+	return "memory limit " + cgroup.FormatBytes(memory)
 }
 
-// OOMKills is the total OOM kills seen per worker slot, for metrics. Like
-// every limiter method, call it from the supervisor's goroutine.
-func (l *limiter) OOMKills() map[int]uint64 { return maps.Clone(l.oomKills) }
+// OOMKills is the number of OOM kills goinit has reported per worker slot,
+// of workers and of processes inside them. Nothing reads it yet: it is for
+// the per-worker metrics of issue 4. Like every limiter method, call it
+// from the supervisor's goroutine.
+func (l *limiter) OOMKills() map[int]uint64 {
+	m := make(map[int]uint64, len(l.slots))
+	for id, so := range l.slots {
+		m[id] = so.reported
+	}
+	return m
+}
 
 // availableCPUs derives --workers=auto from the cgroup CPU quota, the
 // cpuset and the online CPUs.

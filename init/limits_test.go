@@ -6,10 +6,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
-	"net"
-	"net/http"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -20,7 +18,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/goinit/goinit/cgroup"
 	"github.com/goinit/goinit/internal/testbin"
+	"github.com/goinit/goinit/reaper"
 )
 
 // These tests run goinit with per-worker cgroup limits on this machine's
@@ -143,12 +143,17 @@ func goinitCgroups(pid int) []string {
 // even failed half-way, goinit has stopped and its cgroups are gone: the
 // harness ends a goinit still running with SIGKILL, which leaves them
 // behind on the host. t.Cleanup runs this before the harness's own cleanup.
+// A goinit that had exited by then, on its own or as the test asked, must
+// have removed every cgroup it made: t fails if it left one.
 func startLimited(t *testing.T, args ...string) *proc {
 	t.Helper()
 	p := start(t, runOpts{}, args...)
 	t.Cleanup(func() {
 		select {
 		case <-p.done:
+			if left := goinitCgroups(p.cmd.Process.Pid); len(left) > 0 {
+				t.Errorf("goinit left cgroups behind: %v", left)
+			}
 		default:
 			_ = p.cmd.Process.Signal(syscall.SIGTERM)
 			select {
@@ -197,12 +202,15 @@ func removeCgroups(t *testing.T, dirs []string) {
 	}
 }
 
-// checkNoCgroupsLeft fails t if goinit (already exited) left a cgroup.
-func checkNoCgroupsLeft(t *testing.T, p *proc) {
-	t.Helper()
-	if left := goinitCgroups(p.cmd.Process.Pid); len(left) > 0 {
-		t.Errorf("goinit left cgroups behind: %v", left)
+// logLine returns the first line of goinit's log (its stderr) so far that
+// contains substr, or "". After p.wait the log is complete.
+func logLine(p *proc, substr string) string {
+	for _, l := range strings.Split(p.errText(), "\n") {
+		if strings.Contains(l, substr) {
+			return l
+		}
 	}
+	return ""
 }
 
 // waitLog waits until goinit's log (its stderr) has a line containing
@@ -263,43 +271,6 @@ func servingPid(t *testing.T, p *proc, id int, not ...int) int {
 	return pid
 }
 
-// answers asks the workers behind the unix socket until every reply in
-// want ("worker ID pid PID") has come back, failing after timeout. Each
-// request is a new connection, so the kernel may hand it to any worker.
-func answers(t *testing.T, sock string, timeout time.Duration, want ...string) {
-	t.Helper()
-	client := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{
-		DisableKeepAlives: true,
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			return (&net.Dialer{}).DialContext(ctx, "unix", sock)
-		},
-	}}
-	defer client.CloseIdleConnections()
-	missing := map[string]bool{}
-	for _, w := range want {
-		missing[w] = true
-	}
-	var got []string
-	deadline := time.Now().Add(timeout)
-	for len(missing) > 0 {
-		if time.Now().After(deadline) {
-			t.Fatalf("no reply %v within %s; got %q", missing, timeout, got)
-		}
-		resp, err := client.Get("http://worker/")
-		if err != nil {
-			t.Fatalf("GET: %v", err)
-		}
-		b, err := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if err != nil {
-			t.Fatalf("GET: %v", err)
-		}
-		reply := strings.TrimSpace(string(b))
-		got = append(got, reply)
-		delete(missing, reply)
-	}
-}
-
 // TestLimitsOOM runs two workers under --memory-limit=64Mi. Worker 1 is
 // told to outgrow the limit: the kernel kills it, goinit reports the OOM
 // killer rather than a bare signal 9 and restarts it, and worker 0 answers
@@ -334,7 +305,7 @@ func TestLimitsOOM(t *testing.T) {
 				id, got, own, min(own+500, 1000))
 		}
 	}
-	answers(t, sock, 10*time.Second, fmt.Sprintf("worker 0 pid %d", w0), fmt.Sprintf("worker 1 pid %d", w1))
+	testbin.Answers(t, sock, 10*time.Second, fmt.Sprintf("worker 0 pid %d", w0), fmt.Sprintf("worker 1 pid %d", w1))
 
 	// Worker 1 outgrows its limit.
 	if err := os.WriteFile(filepath.Join(dir, "oom-1"), nil, 0o644); err != nil {
@@ -346,7 +317,7 @@ func TestLimitsOOM(t *testing.T) {
 		t.Errorf("OOM kill logged as\n\t%s\nwant it to match %s", line, re)
 	}
 	w1b := servingPid(t, p, 1, w1)
-	answers(t, sock, 10*time.Second, fmt.Sprintf("worker 0 pid %d", w0), fmt.Sprintf("worker 1 pid %d", w1b))
+	testbin.Answers(t, sock, 10*time.Second, fmt.Sprintf("worker 0 pid %d", w0), fmt.Sprintf("worker 1 pid %d", w1b))
 
 	// A child of worker 0 outgrows the limit; worker 0 lives on.
 	if err := os.WriteFile(filepath.Join(dir, "child-oom-0"), nil, 0o644); err != nil {
@@ -357,7 +328,7 @@ func TestLimitsOOM(t *testing.T) {
 	if want := "worker 0: a process inside it was killed by the OOM killer (memory limit 64MiB); the worker itself is still running"; !strings.Contains(line, want) {
 		t.Errorf("child OOM logged as\n\t%s\nwant %q", line, want)
 	}
-	answers(t, sock, 10*time.Second, fmt.Sprintf("worker 0 pid %d", w0))
+	testbin.Answers(t, sock, 10*time.Second, fmt.Sprintf("worker 0 pid %d", w0))
 	if strings.Contains(p.errText(), "worker 0 (pid") {
 		t.Errorf("worker 0 exited; it should have outlived its child")
 	}
@@ -366,7 +337,6 @@ func TestLimitsOOM(t *testing.T) {
 	if code := p.wait(30 * time.Second); code != 0 {
 		t.Errorf("goinit exit code %d after SIGTERM, want 0", code)
 	}
-	checkNoCgroupsLeft(t, p)
 }
 
 // TestLimitsOOMThenExit kills a child of the command for the memory limit;
@@ -379,12 +349,11 @@ func TestLimitsOOMThenExit(t *testing.T) {
 	if code := p.wait(30 * time.Second); code != 1 {
 		t.Errorf("goinit exit code %d, want the command's 1", code)
 	}
-	line := waitLog(t, p, "child sh (pid ", time.Second)
+	line := logLine(p, "child sh (pid ")
 	re := regexp.MustCompile(`child sh \(pid \d+\) exited with code 1 \(a process inside it was killed by the OOM killer, memory limit 64MiB\) after `)
 	if !re.MatchString(line) {
 		t.Errorf("exit logged as\n\t%s\nwant it to match %s", line, re)
 	}
-	checkNoCgroupsLeft(t, p)
 }
 
 // TestLimitsCPU holds a worker that spins to --cpu-limit=0.2, measured from
@@ -429,7 +398,6 @@ func TestLimitsCPU(t *testing.T) {
 	if code := p.wait(30 * time.Second); code != 143 {
 		t.Errorf("goinit exit code %d, want 143 (the spinner dies of SIGTERM)", code)
 	}
-	checkNoCgroupsLeft(t, p)
 }
 
 // TestLimitsPlacedBeforeStart checks that the command runs in its slot's
@@ -458,7 +426,6 @@ func TestLimitsPlacedBeforeStart(t *testing.T) {
 			t.Errorf("the command did not start in its %s cgroup .../%s; /proc/self/cgroup:\n%s", c, want, p.stdout())
 		}
 	}
-	checkNoCgroupsLeft(t, p)
 }
 
 // TestLimitsMemoryHighOnV1 checks that --memory-high, which cgroup v1
@@ -468,7 +435,6 @@ func TestLimitsMemoryHighOnV1(t *testing.T) {
 	t.Parallel()
 	p := startLimited(t, "--memory-high=32Mi", "--", "echo", "ran")
 	code := p.wait(30 * time.Second)
-	waitLog(t, p, "goinit: ", 5*time.Second)
 	errText := p.errText()
 	want := "goinit: cannot apply --memory-high: the memory-high limit needs cgroup v2, but /sys/fs/cgroup is cgroup v1; "
 	if code != 2 || strings.Count(errText, "\n") != 1 || !strings.HasPrefix(errText, want) ||
@@ -488,13 +454,12 @@ func TestLimitsPids(t *testing.T) {
 	t.Parallel()
 	p := startLimited(t, "--pids-limit=8", "--", "sh", "-c", forkBomb)
 	code := p.wait(30 * time.Second)
-	waitLog(t, p, "fork", 5*time.Second) // dash: "Cannot fork"; busybox: "can't fork"
 	out, errText := p.stdout(), p.errText()
+	// dash says "Cannot fork", busybox "can't fork".
 	if code != 2 || !strings.HasSuffix(out, "started 7") || !strings.Contains(strings.ToLower(errText), "fork") {
 		t.Errorf("fork bomb under --pids-limit=8: exit %d, stdout ends %q, stderr:\n%s\nwant exit 2 after 7 sleeps and a fork failure",
 			code, out[max(0, len(out)-40):], errText)
 	}
-	checkNoCgroupsLeft(t, p)
 }
 
 // TestLimitsBadValues checks that a limit goinit cannot parse is one line
@@ -521,7 +486,6 @@ func TestLimitsBadValues(t *testing.T) {
 			args := append(append([]string{}, tt.args...), "--", "sh", "-c", "echo ran")
 			p := start(t, runOpts{env: tt.env}, args...)
 			code := p.wait(10 * time.Second)
-			waitLog(t, p, "goinit: ", 5*time.Second)
 			errText := strings.TrimSuffix(p.errText(), "\n")
 			if code != 2 || strings.Contains(errText, "\n") || !strings.HasPrefix(errText, tt.want) || p.stdout() != "" {
 				t.Errorf("goinit %s: exit %d, stdout %q, stderr:\n%s\nwant exit 2 and one line starting %q",
@@ -588,5 +552,108 @@ func TestLimitsReadOnlyCgroupfs(t *testing.T) {
 		if fl := strings.Fields(sc.Text()); len(fl) > 5 && fl[4] == m.dir && strings.Contains(","+fl[5]+",", ",ro,") {
 			t.Errorf("the host's %s is now read-only: %s", m.dir, sc.Text())
 		}
+	}
+}
+
+// fakeOOM is a slot's OOM counters, set by the test.
+type fakeOOM struct {
+	kills, limit uint64
+	v2           bool
+}
+
+func (f *fakeOOM) OOMKills() (uint64, error) { return f.kills, nil }
+
+func (f *fakeOOM) LimitOOMs() (uint64, bool, error) { return f.limit, f.v2, nil }
+
+// TestLimiterOOMAccounting plays the orders in which the kernel's OOM
+// counters, the 2s check and a worker's exit can come, without cgroups.
+func TestLimiterOOMAccounting(t *testing.T) {
+	t.Parallel()
+	var logBuf bytes.Buffer
+	l := &limiter{
+		h:     &cgroup.Hierarchy{},
+		log:   slog.New(slog.NewTextHandler(&logBuf, nil)),
+		slots: map[int]*slotOOM{},
+	}
+	name := func(id int) string { return fmt.Sprintf("worker %d", id) }
+	logged := func() string {
+		s := logBuf.String()
+		logBuf.Reset()
+		return s
+	}
+	sigkill, exit1 := reaper.SignalStatus(syscall.SIGKILL), reaper.ExitStatus(1)
+	c := &fakeOOM{kills: 3} // kills of an earlier worker in the slot
+	l.started(0, c)
+
+	// The kernel counts the worker's OOM kill; a check runs before the
+	// worker is reaped, and another after it was restarted.
+	c.kills++
+	l.check(name)
+	if got := l.explain(0, sigkill); got != "killed by the OOM killer (cgroup memory limit)" {
+		t.Errorf("OOM-killed worker whose kill a check saw first explained as %q", got)
+	}
+	l.started(0, c)
+	l.check(name)
+	if out := logged(); out != "" {
+		t.Errorf("the worker's own OOM kill was also logged as a surviving child's:\n%s", out)
+	}
+
+	// A child is killed; the worker lives on. The first check to see it
+	// waits, the second reports it, the third has nothing new.
+	c.kills++
+	l.check(name)
+	if out := logged(); out != "" {
+		t.Errorf("first check after the kill logged:\n%s", out)
+	}
+	l.check(name)
+	if out := logged(); !strings.Contains(out, "worker 0: a process inside it was killed by the OOM killer (cgroup memory limit); the worker itself is still running") {
+		t.Errorf("second check after a child's kill logged:\n%s", out)
+	}
+	l.check(name)
+	if out := logged(); out != "" {
+		t.Errorf("third check after the kill logged:\n%s", out)
+	}
+	// The worker is then killed by something else: not the OOM killer's
+	// doing, whose kill was the child's and already told.
+	if got := l.explain(0, sigkill); got != "" {
+		t.Errorf("SIGKILL after a reported child OOM kill explained as %q, want the bare signal", got)
+	}
+	// No worker runs in the slot: a kill there is nobody's to report.
+	c.kills++
+	l.check(name)
+	l.check(name)
+	if out := logged(); out != "" {
+		t.Errorf("check reported a slot without a running worker:\n%s", out)
+	}
+
+	// A child is killed and the worker exits 1 before a check reports it.
+	l.started(0, c)
+	c.kills++
+	l.check(name)
+	if got := l.explain(0, exit1); got != "exited with code 1 (a process inside it was killed by the OOM killer, cgroup memory limit)" {
+		t.Errorf("exit 1 after a child's OOM kill explained as %q", got)
+	}
+	l.check(name)
+	if out := logged(); out != "" {
+		t.Errorf("a kill explained at the exit was logged again:\n%s", out)
+	}
+
+	// cgroup v2 tells the slot's own limit from one above it.
+	v2 := &fakeOOM{v2: true}
+	l.started(1, v2)
+	v2.kills++
+	if got := l.explain(1, sigkill); got != "killed by the OOM killer (a memory limit above the worker's, such as the container's)" {
+		t.Errorf("v2 kill without an own limit event explained as %q", got)
+	}
+	l.started(1, v2)
+	v2.kills, v2.limit = v2.kills+2, v2.limit+1
+	l.check(name)
+	l.check(name)
+	if out := logged(); !strings.Contains(out, "worker 1: 2 processes inside it were killed by the OOM killer (cgroup memory limit)") {
+		t.Errorf("v2 kills at the slot's own limit logged as:\n%s", out)
+	}
+
+	if got := l.OOMKills(); got[0] != 3 || got[1] != 3 || len(got) != 2 {
+		t.Errorf("OOMKills() = %v, want map[0:3 1:3]", got)
 	}
 }

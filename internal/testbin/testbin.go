@@ -4,12 +4,18 @@
 package testbin
 
 import (
+	"context"
+	"io"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 // built remembers which packages this test process has built; building
@@ -80,4 +86,42 @@ func Build(t testing.TB, pkg string) string {
 	}
 	built.paths[pkg] = out
 	return out
+}
+
+// Answers asks the HTTP workers behind the unix socket sock until every
+// reply in want (e.g. "worker ID pid PID") has come back, and fails t
+// after timeout. Each request is a new connection, so the kernel may hand
+// it to any worker.
+func Answers(t testing.TB, sock string, timeout time.Duration, want ...string) {
+	t.Helper()
+	client := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{
+		DisableKeepAlives: true,
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, "unix", sock)
+		},
+	}}
+	defer client.CloseIdleConnections()
+	missing := map[string]bool{}
+	for _, w := range want {
+		missing[w] = true
+	}
+	var got []string
+	deadline := time.Now().Add(timeout)
+	for len(missing) > 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("no reply %v within %s; got %q", missing, timeout, got)
+		}
+		resp, err := client.Get("http://worker/")
+		if err != nil {
+			t.Fatalf("GET: %v", err)
+		}
+		b, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil {
+			t.Fatalf("GET: %v", err)
+		}
+		reply := strings.TrimSpace(string(b))
+		got = append(got, reply)
+		delete(missing, reply)
+	}
 }
