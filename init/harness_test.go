@@ -7,11 +7,14 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"runtime"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/goinit/goinit/internal/testbin"
 )
@@ -28,12 +31,35 @@ func requireRoot(t *testing.T) {
 	}
 }
 
+// startMasked starts cmd, with every signal blocked when block is true: Go's
+// fork gives the child the forking thread's mask, so blocking them on this
+// locked thread hands them to goinit exactly as a parent that blocked them.
+func startMasked(cmd *exec.Cmd, block bool) error {
+	if !block {
+		return cmd.Start()
+	}
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	var all, old unix.Sigset_t
+	for i := range all.Val {
+		all.Val[i] = ^uint64(0)
+	}
+	if err := unix.PthreadSigmask(unix.SIG_BLOCK, &all, &old); err != nil {
+		return err
+	}
+	defer unix.PthreadSigmask(unix.SIG_SETMASK, &old, nil)
+	return cmd.Start()
+}
+
 // runOpts says how to start goinit.
 type runOpts struct {
 	pid1       bool // PID 1 of a new PID namespace
 	env        []string
 	extraFiles []*os.File
 	stdin      io.Reader
+	// blockAll starts goinit with every signal blocked, as a wrapper
+	// script or a nohup-style tool can leave it.
+	blockAll bool
 }
 
 // proc is a running goinit with its output.
@@ -74,7 +100,7 @@ func start(t *testing.T, opts runOpts, args ...string) *proc {
 		t.Fatal(err)
 	}
 	cmd.Stdout, cmd.Stderr = w, errW
-	if err := cmd.Start(); err != nil {
+	if err := startMasked(cmd, opts.blockAll); err != nil {
 		t.Fatal(err)
 	}
 	w.Close()

@@ -147,3 +147,40 @@ func TestChildSignalMask(t *testing.T) {
 		}
 	}
 }
+
+// TestChildStartsUnblocked starts goinit with every signal blocked and
+// checks that the command starts with none blocked: as a single command (PID
+// 1 and subreaper) and as workers, which start through goinit's shim. The
+// shim execs the command, so the command's mask is the shim's.
+func TestChildStartsUnblocked(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		pid1 bool
+		args []string
+	}{
+		{"pid1", true, nil},
+		{"subreaper", false, nil},
+		{"workers", true, []string{"--workers=2", "--restart=never", "--listen=127.0.0.1:0"}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			args := append(c.args, "--", "grep", "-E", "^SigBlk", "/proc/self/status")
+			p := start(t, runOpts{pid1: c.pid1, blockAll: true}, args...)
+			if code := p.wait(10 * time.Second); code != 0 {
+				t.Fatalf("exit %d: %s", code, p.errText())
+			}
+			lines := strings.Fields(strings.ReplaceAll(p.stdout(), "SigBlk:", ""))
+			want := 1
+			if c.name == "workers" {
+				want = 2
+			}
+			if len(lines) != want {
+				t.Fatalf("got %q, want %d SigBlk lines", p.stdout(), want)
+			}
+			for _, mask := range lines {
+				if strings.Trim(mask, "0") != "" {
+					t.Errorf("command started with blocked signals %s, want none", mask)
+				}
+			}
+		})
+	}
+}

@@ -19,6 +19,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"runtime"
 	"sync"
 	"time"
 
@@ -70,10 +71,26 @@ func (r *Reaper) Exits() <-chan Exit { return r.exits }
 
 // Start starts cmd and registers its pid as supervised before any wait4 can
 // see it. The caller must never call cmd.Wait: the exit arrives on Exits.
+//
+// The child starts with no signal blocked, whatever the calling process
+// inherited: Go's fork gives the child the forking thread's mask, and every
+// Go thread starts with the mask the process was started with, so a parent
+// that blocked signals (a wrapper script, nohup-style tools) would otherwise
+// pass its mask through goinit to the command.
 func (r *Reaper) Start(cmd *exec.Cmd) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if err := cmd.Start(); err != nil {
+	// The mask is per thread: the fork must happen on the thread whose
+	// mask was cleared, and that thread must get its own mask back.
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	var empty, old unix.Sigset_t
+	if err := unix.PthreadSigmask(unix.SIG_SETMASK, &empty, &old); err != nil {
+		return fmt.Errorf("clear the signal mask for the child: %w", err)
+	}
+	err := cmd.Start()
+	_ = unix.PthreadSigmask(unix.SIG_SETMASK, &old, nil)
+	if err != nil {
 		return err
 	}
 	r.watched[cmd.Process.Pid] = true
