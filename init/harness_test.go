@@ -60,6 +60,8 @@ type runOpts struct {
 	// blockAll starts goinit with every signal blocked, as a wrapper
 	// script or a nohup-style tool can leave it.
 	blockAll bool
+	// dir is goinit's working directory; default the test's.
+	dir string
 }
 
 // proc is a running goinit with its output.
@@ -82,6 +84,7 @@ func start(t *testing.T, opts runOpts, args ...string) *proc {
 	cmd := exec.Command(testbin.Goinit(t), args...)
 	cmd.Env = append(os.Environ(), opts.env...)
 	cmd.ExtraFiles = opts.extraFiles
+	cmd.Dir = opts.dir
 	cmd.Stdin = opts.stdin
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if opts.pid1 {

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -259,6 +260,41 @@ func TestWorkingDirectory(t *testing.T) {
 	if got := strings.TrimSpace(string(out)); got != dir {
 		t.Fatalf("child cwd %q, want %q", got, dir)
 	}
+}
+
+// TestWorkingDirectoryNotHeld checks dumb-init's rule that PID 1 must not
+// keep its start directory busy: goinit itself moves to /, the worker runs
+// in the start directory, and a restart after that directory is removed
+// fails with a line that names it.
+func TestWorkingDirectoryNotHeld(t *testing.T) {
+	dir := t.TempDir()
+	work := filepath.Join(dir, "app")
+	if err := os.Mkdir(work, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	p := start(t, runOpts{dir: work}, "--workers=1", "--restart=always", "--max-restarts=1", "--restart-delay=10ms",
+		"--", "sh", "-c", "echo ready; exec sleep 1000")
+	p.waitLine("ready", 10*time.Second)
+	waitForExec(t, p, "sleep")
+	goinitPid := p.cmd.Process.Pid
+	if cwd, _ := os.Readlink(fmt.Sprintf("/proc/%d/cwd", goinitPid)); cwd != "/" {
+		t.Errorf("goinit's working directory is %q, want /", cwd)
+	}
+	var worker int
+	for pid := range descendants(goinitPid) {
+		worker = pid
+		if cwd, _ := os.Readlink(fmt.Sprintf("/proc/%d/cwd", pid)); cwd != work {
+			t.Errorf("worker's working directory is %q, want %q", cwd, work)
+		}
+	}
+	if err := os.Remove(work); err != nil {
+		t.Fatalf("remove the start directory while goinit runs: %v", err)
+	}
+	syscall.Kill(worker, syscall.SIGKILL)
+	eventually(t, 10*time.Second, "a log line naming the removed directory", func() bool {
+		return strings.Contains(p.errText(), "cannot start sh in "+work+", the directory goinit was started in")
+	})
+	p.wait(10 * time.Second)
 }
 
 // TestPdeathsig checks that --pdeathsig turns the death of goinit's parent

@@ -84,6 +84,12 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 		return fail(stderr, err)
 	}
 
+	dir, err := leaveWorkingDirectory()
+	if err != nil {
+		log.Error(err.Error())
+		return exitInternal
+	}
+
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	r := reaper.New(log)
@@ -95,7 +101,7 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 		log.Error(fmt.Sprintf("cannot find goinit's own executable: %v", err))
 		return exitInternal
 	}
-	sp := &spawner{cfg: cfg, reaper: r, log: log, self: self, oomScore: -1001, env: childEnv(os.Environ()),
+	sp := &spawner{cfg: cfg, reaper: r, log: log, self: self, dir: dir, oomScore: -1001, env: childEnv(os.Environ()),
 		files: env.files, listenEnv: env.listenEnv, cgroup: env.cgroup,
 		foreground: !cfg.clusterMode && ownsTerminal()}
 	if cfg.clusterMode {
@@ -185,6 +191,23 @@ func prepareProcess(cfg *config, log *slog.Logger) error {
 		}
 	}
 	return nil
+}
+
+// leaveWorkingDirectory moves goinit to / and returns the directory it was
+// started in, where every child still starts. PID 1 lives as long as the
+// container: holding its start directory would keep that directory, and
+// the mount it is on, busy for the container's whole life (dumb-init's
+// rule). It runs after everything that resolves a relative path (the
+// command, unix socket addresses) has done so.
+func leaveWorkingDirectory() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", fmt.Errorf("cannot find goinit's working directory: %w", err)
+	}
+	if err := os.Chdir("/"); err != nil {
+		return "", fmt.Errorf("cannot move goinit to /: %w", err)
+	}
+	return dir, nil
 }
 
 // ownsTerminal reports whether stdin is a terminal whose foreground is

@@ -32,6 +32,9 @@ type spawner struct {
 	reaper *reaper.Reaper
 	log    *slog.Logger
 	self   string // goinit's own executable, for the shim
+	// dir is the directory goinit was started in, where every child
+	// starts; goinit itself has moved to / (leaveWorkingDirectory).
+	dir string
 
 	// files returns the sockets worker id receives as fds 3, 4, ...
 	files func(id int) []*os.File
@@ -115,8 +118,15 @@ func (s *spawner) start(id int) (int, error) {
 	} else {
 		cmd = &exec.Cmd{Path: cfg.path, Args: cfg.command}
 	}
-	cmd.Env, cmd.ExtraFiles, cmd.SysProcAttr = env, files, attr
+	cmd.Env, cmd.ExtraFiles, cmd.SysProcAttr, cmd.Dir = env, files, attr, s.dir
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+	// A failed chdir in the child comes back as the same ENOENT as a
+	// missing command, so the directory is checked first, to say which.
+	if _, err := os.Stat(s.dir); err != nil {
+		return 0, &cluster.StartError{Code: 127, Err: fmt.Errorf(
+			"cannot start %s in %s, the directory goinit was started in: %v (it was removed or became inaccessible; restore it, or start goinit in another directory)",
+			cfg.command[0], s.dir, errors.Unwrap(err))}
+	}
 	if err := s.reaper.Start(cmd); err != nil {
 		return 0, startError(cfg.command[0], err)
 	}
