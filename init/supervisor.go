@@ -118,14 +118,7 @@ func (s *supervisor) onSignal(sig unix.Signal) {
 	case signals.IsStop(sig):
 		s.onStopSignal(sig)
 	case signals.IsJobControl(sig):
-		// As a shell user expects (dumb-init's behaviour): stop the
-		// children, then stop ourselves so the shell sees the job stop.
-		// SIGCONT later resumes us and is forwarded to them.
-		s.log.Debug("job control: stopping children and self", "signal", signals.Name(sig))
-		s.pool.Signal(unix.SIGSTOP, s.cfg.groupScope)
-		if os.Getpid() != 1 {
-			_ = unix.Kill(os.Getpid(), unix.SIGSTOP)
-		}
+		s.onJobControl(sig)
 	case sig == unix.SIGCONT && s.tty != nil:
 		// Resumed by the shell: with the terminal (fg) hand it back to
 		// the child before waking it; without it (bg) the child runs in
@@ -140,6 +133,26 @@ func (s *supervisor) onSignal(sig unix.Signal) {
 		s.forward(sig)
 	default:
 		s.forward(sig)
+	}
+}
+
+// onJobControl handles SIGTSTP, SIGTTIN and SIGTTOU as dumb-init does, so
+// that a shell user's Ctrl-Z works: the children get the signal as
+// signals.ApplyJobControl rewrites it (SIGSTOP for a group by default),
+// then goinit stops itself so the shell sees the job stop; SIGCONT later
+// resumes goinit and is forwarded to them. A rule to NONE drops the signal
+// and goinit keeps running, since nothing of the job was stopped.
+func (s *supervisor) onJobControl(sig unix.Signal) {
+	to := s.cfg.rewrite.ApplyJobControl(sig, s.cfg.groupScope)
+	if to == signals.None {
+		s.log.Debug("dropped signal (--rewrite)", "signal", signals.Name(sig))
+		return
+	}
+	s.log.Debug("job control: signalling children, then stopping", "received", signals.Name(sig), "sent", signals.Name(to))
+	s.pool.Signal(to, s.cfg.groupScope)
+	if os.Getpid() != 1 {
+		// PID 1 cannot be stopped by a signal from inside its namespace.
+		_ = unix.Kill(os.Getpid(), unix.SIGSTOP)
 	}
 }
 

@@ -120,6 +120,50 @@ func TestJobControl(t *testing.T) {
 	}
 }
 
+// TestJobControlRewrite checks dumb-init's rules for TSTP, TTIN and TTOU
+// beyond the default: a --rewrite rule is applied to them like to any
+// signal, and goinit still stops itself afterwards; with child scope they
+// reach the child as they are; a rule to NONE drops them and goinit keeps
+// running.
+func TestJobControlRewrite(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		args []string
+		send syscall.Signal
+		want string // what the child reports; "" for nothing
+	}{
+		{"TTIN:TERM", []string{"--rewrite=TTIN:TERM"}, syscall.SIGTTIN, "got TERM"},
+		{"TSTP:HUP", []string{"--rewrite=TSTP:HUP"}, syscall.SIGTSTP, "got HUP"},
+		{"TTOU:USR1", []string{"--rewrite=TTOU:USR1"}, syscall.SIGTTOU, "got USR1"},
+		{"child scope", []string{"--signal-scope=child"}, syscall.SIGTSTP, "got TSTP"},
+		{"NONE", []string{"--rewrite=TSTP:NONE"}, syscall.SIGTSTP, ""},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			args := append(c.args, "--", sigrecord(t), "-ignore-stop")
+			p := start(t, runOpts{}, args...)
+			p.waitLine("ready", 10*time.Second)
+			goinitPid := p.cmd.Process.Pid
+			defer p.cmd.Process.Signal(syscall.SIGKILL)
+			p.signal(c.send)
+			if c.want == "" {
+				// USR2 is forwarded after the dropped signal would
+				// have been: once it arrives, the other would have.
+				p.signal(syscall.SIGUSR2)
+				p.waitLine("got USR2", 5*time.Second)
+				if p.hasLine("got TSTP") || p.hasLine("got STOP") || procState(goinitPid) == "T" {
+					t.Fatalf("a signal rewritten to NONE had an effect: goinit state %q, child:\n%s", procState(goinitPid), p.stdout())
+				}
+				return
+			}
+			p.waitLine(c.want, 5*time.Second)
+			eventually(t, 10*time.Second, "goinit to stop itself", func() bool { return procState(goinitPid) == "T" })
+			p.signal(syscall.SIGCONT)
+			p.waitLine("got CONT", 5*time.Second)
+			eventually(t, 10*time.Second, "goinit to resume", func() bool { return procState(goinitPid) != "T" })
+		})
+	}
+}
+
 // procState is the state letter of pid in /proc ("S", "T", "Z"...).
 func procState(pid int) string {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))

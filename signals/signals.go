@@ -136,8 +136,8 @@ func IsStop(sig unix.Signal) bool {
 }
 
 // IsJobControl reports whether sig is a terminal stop request (Ctrl-Z and
-// background terminal access), which a supervisor turns into SIGSTOP for its
-// children before stopping itself, as a shell user expects.
+// background terminal access), after which a supervisor stops itself, as a
+// shell user expects; see Rewrite.ApplyJobControl for what its children get.
 func IsJobControl(sig unix.Signal) bool {
 	return sig == unix.SIGTSTP || sig == unix.SIGTTIN || sig == unix.SIGTTOU
 }
@@ -173,6 +173,23 @@ func (r Rewrite) ParseRule(rule string) error {
 func (r Rewrite) Apply(sig unix.Signal) unix.Signal {
 	if to, ok := r[sig]; ok {
 		return to
+	}
+	return sig
+}
+
+// ApplyJobControl returns what a job-control signal (IsJobControl) becomes,
+// dumb-init's rules: a rule for it wins; without one, a signal sent to the
+// child's whole process group becomes SIGSTOP, because the programs in a
+// group that never asked for job control would otherwise ignore or die of
+// it, and a signal sent to the child alone is passed as it is, because a
+// program run that way (an editor) catches SIGTSTP to restore the terminal
+// before stopping itself.
+func (r Rewrite) ApplyJobControl(sig unix.Signal, group bool) unix.Signal {
+	if to, ok := r[sig]; ok {
+		return to
+	}
+	if group {
+		return unix.SIGSTOP
 	}
 	return sig
 }

@@ -100,3 +100,22 @@ func TestForwardableCatchable(t *testing.T) {
 		}
 	}
 }
+
+func TestApplyJobControl(t *testing.T) {
+	r := Rewrite{unix.SIGTTIN: unix.SIGTERM, unix.SIGTTOU: None}
+	for _, c := range []struct {
+		sig   unix.Signal
+		group bool
+		want  unix.Signal
+	}{
+		{unix.SIGTSTP, true, unix.SIGSTOP},
+		{unix.SIGTSTP, false, unix.SIGTSTP},
+		{unix.SIGTTIN, true, unix.SIGTERM},
+		{unix.SIGTTIN, false, unix.SIGTERM},
+		{unix.SIGTTOU, true, None},
+	} {
+		if got := r.ApplyJobControl(c.sig, c.group); got != c.want {
+			t.Errorf("ApplyJobControl(%s, group=%v) = %s, want %s", Name(c.sig), c.group, Name(got), Name(c.want))
+		}
+	}
+}
