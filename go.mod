@@ -6,6 +6,7 @@ require (
 	github.com/creack/pty v1.1.24
 	github.com/opencontainers/cgroups v0.1.0
 	github.com/spf13/pflag v1.1.0
+	golang.org/x/net v0.62.0
 	golang.org/x/sys v0.50.0
 )
 

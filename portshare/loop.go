@@ -1,0 +1,292 @@
+package portshare
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// loop answers one worker's notifications. Every worker (and its
+// descendants, which inherit its filter) has its own notification
+// descriptor, served by its own loop in its own goroutine.
+type loop struct {
+	s      *Sharer
+	worker int
+	pid    int
+	fd     int // the notification descriptor, valid inside run's callback
+}
+
+// run serves notif until no process uses the filter any more (POLLHUP) or
+// the Sharer is closed, and closes notif.
+func (l *loop) run(notif *os.File) error {
+	defer notif.Close()
+	stop := context.AfterFunc(l.s.ctx, func() { notif.Close() })
+	defer stop()
+	rc, err := notif.SyscallConn()
+	if err != nil {
+		return fmt.Errorf("portshare: worker %d: %w", l.worker, err)
+	}
+	var hup bool
+	var lerr error
+	err = rc.Read(func(fd uintptr) bool {
+		l.fd = int(fd)
+		hup, lerr = l.drain()
+		return hup || lerr != nil
+	})
+	switch {
+	case hup:
+		return nil
+	case lerr != nil:
+		return lerr
+	case errors.Is(err, os.ErrClosed) || l.s.ctx.Err() != nil:
+		return nil // Close
+	}
+	return fmt.Errorf("portshare: worker %d: wait for notifications: %w", l.worker, err)
+}
+
+// drain answers every pending notification. It reports hup once no
+// process is left that could make a call: a RECV then would block
+// forever, so RECV only ever follows a poll(2) that saw POLLIN.
+func (l *loop) drain() (hup bool, err error) {
+	for {
+		pfd := []unix.PollFd{{Fd: int32(l.fd), Events: unix.POLLIN}}
+		if _, err := unix.Poll(pfd, 0); err != nil {
+			if err == unix.EINTR {
+				continue
+			}
+			return false, fmt.Errorf("portshare: worker %d: poll: %w", l.worker, err)
+		}
+		switch ev := pfd[0].Revents; {
+		case ev&unix.POLLIN != 0:
+		case ev&(unix.POLLHUP|unix.POLLERR|unix.POLLNVAL) != 0:
+			return true, nil
+		default:
+			return false, nil // nothing pending: wait for the poller
+		}
+		var n seccompNotif
+		if err := notifRecv(l.fd, &n); err != nil {
+			// ENOENT: the caller was killed between poll and RECV.
+			if err == unix.ENOENT || err == unix.EINTR {
+				continue
+			}
+			return false, fmt.Errorf("portshare: worker %d: SECCOMP_IOCTL_NOTIF_RECV: %w", l.worker, err)
+		}
+		l.handle(&n)
+	}
+}
+
+// call is one intercepted system call being answered.
+type call struct {
+	*loop
+	n   *seccompNotif
+	tid int
+}
+
+func (l *loop) handle(n *seccompNotif) {
+	c := call{loop: l, n: n, tid: int(n.Pid)}
+	switch n.Data.Nr {
+	case unix.SYS_BIND:
+		c.bind()
+	case unix.SYS_LISTEN:
+		c.listen()
+	case unix.SYS_SHUTDOWN:
+		c.shutdown()
+	default:
+		c.cont()
+	}
+}
+
+// cont lets the kernel run the call as if goinit were not there. Every
+// call goinit does not share ends here, errors included.
+func (c call) cont() {
+	if err := notifContinue(c.fd, c.n.ID); err != nil && err != unix.ENOENT {
+		c.s.log.Warn(fmt.Sprintf("worker %d: cannot let a system call through: %v", c.worker, err), "worker", c.worker)
+	}
+}
+
+// answer makes the call return 0, or fail with errno.
+func (c call) answer(errno unix.Errno) {
+	if err := notifReturn(c.fd, c.n.ID, 0, errno); err != nil && err != unix.ENOENT {
+		c.s.log.Warn(fmt.Sprintf("worker %d: cannot answer a system call: %v", c.worker, err), "worker", c.worker)
+	}
+}
+
+// valid reports whether the caller still waits in this call; anything
+// read from its memory or /proc is only trusted after it says yes.
+func (c call) valid() bool { return notifIDValid(c.fd, c.n.ID) == nil }
+
+func (c call) arg(i int) int { return int(int32(c.n.Data.Args[i])) }
+
+func (c call) debug(msg string, args ...any) {
+	c.s.log.Debug(fmt.Sprintf("worker %d (pid %d): ", c.worker, c.tid)+msg, append([]any{"worker", c.worker}, args...)...)
+}
+
+// bind is bind(fd, addr, len): shared when it is a TCP bind to a shared
+// port that the worker itself would be allowed to make.
+func (c call) bind() {
+	fd, length := c.arg(0), c.arg(2)
+	if length < 2 || length > unix.SizeofSockaddrAny {
+		c.cont()
+		return
+	}
+	raw, err := readMemory(c.tid, c.n.Data.Args[1], length)
+	if err != nil {
+		c.cont()
+		return
+	}
+	family, ap, scope, ok := parseSockaddr(raw)
+	if !ok || !c.s.policy.Shares(ap.Port()) {
+		c.cont()
+		return
+	}
+	st, err := readStatus(c.tid)
+	if err != nil || !c.sameNetns() || !st.mayBind(ap.Port()) {
+		// Another network namespace has other ports; a privileged port
+		// the worker may not bind must fail for it with EACCES as usual,
+		// not succeed because goinit is root.
+		c.cont()
+		return
+	}
+	peer, err := inspectPeer(st.tgid, c.tid, fd)
+	if err != nil {
+		c.debugOnce(err)
+		c.cont()
+		return
+	}
+	defer peer.release()
+	if peer.domain != family || peer.typ != unix.SOCK_STREAM || peer.device ||
+		(peer.proto != unix.IPPROTO_TCP && peer.proto != unix.IPPROTO_MPTCP) {
+		c.cont()
+		return
+	}
+	k := key{family: family, addr: ap, proto: peer.proto, v6only: peer.v6only, scopeID: scope}
+	if !c.valid() {
+		return
+	}
+	if h := c.s.table.byInode(peer.ino); h != nil {
+		// The same bind again, restarted by a signal after goinit had
+		// installed the held socket (kernels without WAIT_KILLABLE_RECV).
+		if h.key.addr == k.addr && h.key.family == k.family {
+			c.answer(0)
+		} else {
+			c.answer(unix.EINVAL)
+		}
+		return
+	}
+	if peer.bound {
+		c.cont() // the kernel's EINVAL
+		return
+	}
+	h, created, opts, err := c.s.table.get(k, peer)
+	if err != nil {
+		var errno unix.Errno
+		if !errors.As(err, &errno) {
+			c.cont()
+			return
+		}
+		c.debug(fmt.Sprintf("bind %s: %v", k, err))
+		c.answer(errno)
+		return
+	}
+	// O_NONBLOCK belongs to the open socket, shared by goinit and every
+	// worker: each binder sets it as it had it, as with LISTEN_FDS.
+	_ = unix.SetNonblock(h.fd, peer.nonblock)
+	if err := notifAddFD(c.fd, c.n.ID, h.fd, fd, peer.cloexec); err != nil {
+		if err != unix.ENOENT {
+			c.s.log.Warn(fmt.Sprintf("worker %d (pid %d): cannot install the held socket %s at fd %d: %v; the worker binds its own", c.worker, c.tid, k, fd, err), "worker", c.worker)
+			c.cont()
+		}
+		return
+	}
+	c.answer(0)
+	if created {
+		c.debug(fmt.Sprintf("bind %s at fd %d: goinit bound a new held socket", k, fd), "options", strings.Join(opts, ","))
+	} else {
+		c.debug(fmt.Sprintf("bind %s at fd %d: given the held socket", k, fd))
+	}
+	e := Event{Worker: c.worker, Pid: st.tgid, Addr: h.key.addr, V6Only: h.key.v6only}
+	if c.s.table.announce(h) {
+		e.Kind = Shared
+		c.s.send(e)
+	}
+	e.Kind = Bound
+	c.s.send(e)
+}
+
+// listen is listen(fd, backlog) on a held socket: answered 0 with the
+// queue kept at the largest backlog anyone asked for.
+func (c call) listen() {
+	fd, backlog := c.arg(0), c.arg(1)
+	h := c.heldAt(fd)
+	if h == nil {
+		c.cont()
+		return
+	}
+	if !c.valid() {
+		return
+	}
+	if backlog < 0 {
+		backlog = math.MaxInt32 // the kernel reads it unsigned: somaxconn
+	}
+	got, err := c.s.table.raiseBacklog(h, backlog)
+	if err != nil {
+		c.debug(fmt.Sprintf("listen %s backlog %d: %v", h.key, backlog, err))
+	}
+	c.answer(0)
+	c.debug(fmt.Sprintf("listen %s backlog %d: queue stays at %d", h.key, backlog, got))
+	c.s.send(Event{Kind: Listening, Worker: c.worker, Pid: c.tgid(), Addr: h.key.addr, V6Only: h.key.v6only})
+}
+
+// shutdown is shutdown(fd, SHUT_RD or SHUT_RDWR) (the filter lets SHUT_WR
+// through). On a listening socket it stops accepting for the socket, that
+// is for every worker and goinit: on a held socket it is answered 0 and
+// not done.
+func (c call) shutdown() {
+	h := c.heldAt(c.arg(0))
+	if h == nil {
+		c.cont()
+		return
+	}
+	if c.valid() {
+		c.answer(0)
+		c.debug(fmt.Sprintf("shutdown(%d) of the held socket %s: ignored, the other workers keep accepting", c.arg(1), h.key))
+	}
+}
+
+// heldAt returns the held socket at the caller's descriptor fd, if any.
+func (c call) heldAt(fd int) *held {
+	ino, ok := socketInode(c.tid, fd)
+	if !ok {
+		return nil
+	}
+	return c.s.table.byInode(ino)
+}
+
+func (c call) tgid() int {
+	if st, err := readStatus(c.tid); err == nil {
+		return st.tgid
+	}
+	return c.tid
+}
+
+func (c call) sameNetns() bool {
+	ns, err := netnsInode(strconv.Itoa(c.tid))
+	return err == nil && ns == c.s.netns
+}
+
+// debugOnce logs why a worker's socket could not be read: typically goinit
+// lacks the right to ptrace its workers (another uid without
+// CAP_SYS_PTRACE), which turns sharing off for them.
+func (c call) debugOnce(err error) {
+	if c.s.warnedPeer.CompareAndSwap(false, true) {
+		c.s.log.Warn(fmt.Sprintf("worker %d: cannot read the socket it binds (%v); its binds are not shared (goinit needs CAP_SYS_PTRACE to share the ports of workers running as another user)", c.worker, err), "worker", c.worker)
+		return
+	}
+	c.debug(fmt.Sprintf("cannot read the socket it binds: %v", err))
+}

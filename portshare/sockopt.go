@@ -1,0 +1,178 @@
+package portshare
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// peerSocket is what goinit reads of the socket a worker is binding, from
+// its own copy (pidfd_getfd) and from /proc.
+type peerSocket struct {
+	fd       int // goinit's copy of the worker's socket; closed by release
+	domain   int
+	typ      int
+	proto    int
+	v6only   bool
+	nonblock bool
+	cloexec  bool   // of the worker's descriptor, not the socket
+	ino      uint64 // socket inode: equal to a held socket's if it is one
+	bound    bool   // already has a local port
+	device   bool   // SO_BINDTODEVICE set: bound to an interface
+}
+
+func (p *peerSocket) release() {
+	if p.fd >= 0 {
+		unix.Close(p.fd)
+		p.fd = -1
+	}
+}
+
+// inspectPeer takes a copy of descriptor fd of thread tid (thread group
+// tgid) and reads the properties a held socket must share with it.
+// pidfd_open needs the thread group id: a pidfd names a process.
+func inspectPeer(tgid, tid, fd int) (*peerSocket, error) {
+	pidfd, err := unix.PidfdOpen(tgid, 0)
+	if err != nil {
+		return nil, fmt.Errorf("pidfd_open(%d): %w", tgid, err)
+	}
+	dup, err := unix.PidfdGetfd(pidfd, fd, 0)
+	unix.Close(pidfd)
+	if err != nil {
+		return nil, fmt.Errorf("pidfd_getfd(%d, %d): %w", tgid, fd, err)
+	}
+	p := &peerSocket{fd: dup}
+	var st unix.Stat_t
+	if err := unix.Fstat(dup, &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFSOCK {
+		p.release()
+		return nil, fmt.Errorf("descriptor %d is not a socket", fd)
+	}
+	p.ino = st.Ino
+	if p.domain, err = unix.GetsockoptInt(dup, unix.SOL_SOCKET, unix.SO_DOMAIN); err == nil {
+		if p.typ, err = unix.GetsockoptInt(dup, unix.SOL_SOCKET, unix.SO_TYPE); err == nil {
+			p.proto, err = unix.GetsockoptInt(dup, unix.SOL_SOCKET, unix.SO_PROTOCOL)
+		}
+	}
+	if err != nil {
+		p.release()
+		return nil, fmt.Errorf("socket %d: %w", fd, err)
+	}
+	if p.domain == unix.AF_INET6 {
+		v, _ := unix.GetsockoptInt(dup, unix.IPPROTO_IPV6, unix.IPV6_V6ONLY)
+		p.v6only = v != 0
+	}
+	if fl, err := unix.FcntlInt(uintptr(dup), unix.F_GETFL, 0); err == nil {
+		p.nonblock = fl&unix.O_NONBLOCK != 0
+	}
+	if sa, err := unix.Getsockname(dup); err == nil {
+		p.bound = sockaddrPort(sa) != 0
+	}
+	if dev, err := unix.GetsockoptString(dup, unix.SOL_SOCKET, unix.SO_BINDTODEVICE); err == nil && dev != "" {
+		p.device = true
+	}
+	// Close-on-exec is a flag of the worker's descriptor, which the copy
+	// does not carry; fdinfo's flags field (octal) has it.
+	p.cloexec = fdinfoCloexec(tid, fd)
+	return p, nil
+}
+
+func sockaddrPort(sa unix.Sockaddr) int {
+	switch a := sa.(type) {
+	case *unix.SockaddrInet4:
+		return a.Port
+	case *unix.SockaddrInet6:
+		return a.Port
+	}
+	return 0
+}
+
+// fdinfoCloexec reads O_CLOEXEC of descriptor fd of thread tid from
+// /proc/TID/fdinfo/FD. When it cannot be read it says true: a socket
+// leaked into an exec'd program is worse than one missing there.
+func fdinfoCloexec(tid, fd int) bool {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(tid) + "/fdinfo/" + strconv.Itoa(fd))
+	if err != nil {
+		return true
+	}
+	for line := range bytes.Lines(b) {
+		v, ok := bytes.CutPrefix(line, []byte("flags:"))
+		if !ok {
+			continue
+		}
+		fl, err := strconv.ParseUint(strings.TrimSpace(string(v)), 8, 64)
+		return err != nil || fl&unix.O_CLOEXEC != 0
+	}
+	return true
+}
+
+// socketInode returns the inode of the socket at descriptor fd of thread
+// tid, from the /proc/TID/fd/FD link ("socket:[12345]"), without taking a
+// copy: cheap enough for every trapped listen() and shutdown().
+func socketInode(tid, fd int) (uint64, bool) {
+	link, err := os.Readlink("/proc/" + strconv.Itoa(tid) + "/fd/" + strconv.Itoa(fd))
+	if err != nil {
+		return 0, false
+	}
+	n, ok := strings.CutPrefix(link, "socket:[")
+	if !ok {
+		return 0, false
+	}
+	ino, err := strconv.ParseUint(strings.TrimSuffix(n, "]"), 10, 64)
+	return ino, err == nil
+}
+
+// sockopt is an option a worker may have set before bind() on the socket
+// that the held socket replaces.
+type sockopt struct {
+	level, name int
+	label       string
+	// doubled: the kernel stores (and getsockopt returns) twice what
+	// setsockopt was given, so the value is halved before it is set.
+	doubled bool
+}
+
+// copiedOptions are the options copied from the first binder's socket to
+// a new held socket, when they differ from a fresh socket's. Only a
+// difference is copied: setting SO_RCVBUF or SO_SNDBUF at all turns off
+// the kernel's buffer autotuning for every accepted connection.
+// IPV6_V6ONLY is not here: it must be set before bind, at creation.
+var copiedOptions = []sockopt{
+	{unix.SOL_SOCKET, unix.SO_REUSEADDR, "SO_REUSEADDR", false},
+	{unix.SOL_SOCKET, unix.SO_REUSEPORT, "SO_REUSEPORT", false},
+	{unix.SOL_SOCKET, unix.SO_KEEPALIVE, "SO_KEEPALIVE", false},
+	{unix.SOL_SOCKET, unix.SO_RCVBUF, "SO_RCVBUF", true},
+	{unix.SOL_SOCKET, unix.SO_SNDBUF, "SO_SNDBUF", true},
+	{unix.IPPROTO_TCP, unix.TCP_NODELAY, "TCP_NODELAY", false},
+	{unix.IPPROTO_TCP, unix.TCP_DEFER_ACCEPT, "TCP_DEFER_ACCEPT", false},
+	{unix.IPPROTO_TCP, unix.TCP_FASTOPEN, "TCP_FASTOPEN", false},
+}
+
+// copyOptions sets on dst every option of copiedOptions whose value on
+// src differs from dst's, and returns the labels it set and the ones it
+// could not (an MPTCP socket of an older kernel lacks some TCP options).
+func copyOptions(dst, src int) (set, failed []string) {
+	for _, o := range copiedOptions {
+		want, err := unix.GetsockoptInt(src, o.level, o.name)
+		if err != nil {
+			continue
+		}
+		have, err := unix.GetsockoptInt(dst, o.level, o.name)
+		if err == nil && have == want {
+			continue
+		}
+		v := want
+		if o.doubled {
+			v = want / 2
+		}
+		if err := unix.SetsockoptInt(dst, o.level, o.name, v); err != nil {
+			failed = append(failed, o.label)
+			continue
+		}
+		set = append(set, o.label)
+	}
+	return set, failed
+}

@@ -1,0 +1,90 @@
+"""A test server for portshare: binds as told, prints one line saying what
+happened, then answers every connection with its pid and bound address.
+
+usage: server.py MODE HOST PORT [options]
+  MODE: inet (AF_INET), dual (AF_INET6 dual-stack), v6only, udp, http
+  (http.server on (HOST, PORT))
+options: --backlog N, --fork (a forked child binds and serves, the parent
+waits for it), --shutdown-rd (shut the listener down for reading after
+listen, then idle), --once (idle after binding)
+"""
+import os
+import signal
+import socket
+import sys
+
+
+def report(line):
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+def serve(s):
+    while True:
+        c, peer = s.accept()
+        try:
+            c.recv(4096)
+            host, port = s.getsockname()[:2]
+            body = "pid %d port %d family %d peer %s\n" % (os.getpid(), port, s.family, peer[0])
+            c.sendall(("HTTP/1.0 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)).encode())
+        except OSError:
+            pass
+        c.close()
+
+
+def main():
+    mode, host, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    opts = sys.argv[4:]
+    backlog = int(opts[opts.index("--backlog") + 1]) if "--backlog" in opts else 128
+    if mode == "http":
+        import http.server
+
+        class H(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                body = ("pid %d port %d\n" % (os.getpid(), self.server.server_address[1])).encode()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *a):
+                pass
+
+        srv = http.server.HTTPServer((host, port), H)
+        report("bound %d" % srv.server_address[1])
+        srv.serve_forever()
+        return
+    fam = socket.AF_INET if mode in ("inet", "udp") else socket.AF_INET6
+    typ = socket.SOCK_DGRAM if mode == "udp" else socket.SOCK_STREAM
+    s = socket.socket(fam, typ)
+    if fam == socket.AF_INET6:
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1 if mode == "v6only" else 0)
+    if "--fork" in opts:
+        child = os.fork()
+        if child:
+            report("forked %d" % child)
+            os.waitpid(child, 0)
+            return
+    try:
+        s.bind((host, port))
+        if typ == socket.SOCK_STREAM:
+            s.listen(backlog)
+    except OSError as e:
+        report("error %d %s" % (e.errno, os.getpid()))
+        sys.exit(1)
+    report("bound %d family %d pid %d fd %d" % (s.getsockname()[1], s.family, os.getpid(), s.fileno()))
+    if "--shutdown-rd" in opts:
+        try:
+            s.shutdown(socket.SHUT_RD)
+            report("shutdown ok")
+        except OSError as e:
+            report("shutdown error %d" % e.errno)
+        signal.pause()
+        return
+    if "--once" in opts or typ == socket.SOCK_DGRAM:
+        signal.pause()
+        return
+    serve(s)
+
+
+main()
