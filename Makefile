@@ -1,7 +1,9 @@
 # goinit: make build | test | demo | bench | lint
 GO      ?= go
 VERSION := $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
-LDFLAGS := -s -w -X main.version=$(VERSION)
+# asyncpreemptoff=1 as the binary's default GODEBUG: the Go runtime then never
+# sends itself SIGURG, so goinit can forward SIGURG (signals.PreemptOffLDFlags).
+LDFLAGS := -s -w -X main.version=$(VERSION) -X=runtime.godebugDefault=asyncpreemptoff=1 -X=main.godebugDefault=asyncpreemptoff=1
 STATICCHECK := $(shell $(GO) env GOPATH)/bin/staticcheck
 
 .PHONY: build test lint deps demo bench bench-quick clean

@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/goinit/goinit/signals"
 )
 
 // Tools holds the absolute path of every program the harness runs. An empty
@@ -53,7 +55,11 @@ func findTools(ctx context.Context, root, cache string) (Tools, error) {
 			return ""
 		}
 		out := filepath.Join(bin, name)
-		err = goBuild(ctx, root, pkg, out)
+		ldflags := "-s -w"
+		if pkg == "./init" {
+			ldflags += " " + signals.PreemptOffLDFlags
+		}
+		err = goBuild(ctx, root, pkg, out, ldflags)
 		return out
 	}
 	t.Goinit = build("./init", "goinit")
@@ -119,10 +125,10 @@ func (t Tools) need(names ...string) error {
 	return errors.Join(errs...)
 }
 
-// goBuild builds pkg as a static, stripped binary at out, the way goinit is
-// released, so that sizes and start-up times are the real ones.
-func goBuild(ctx context.Context, root, pkg, out string) error {
-	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-ldflags=-s -w", "-o", out, pkg)
+// goBuild builds pkg as a static binary at out with ldflags, the way goinit
+// is released, so that sizes and start-up times are the real ones.
+func goBuild(ctx context.Context, root, pkg, out, ldflags string) error {
+	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-ldflags="+ldflags, "-o", out, pkg)
 	cmd.Dir = root
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if b, err := cmd.CombinedOutput(); err != nil {

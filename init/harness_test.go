@@ -62,6 +62,8 @@ type runOpts struct {
 	blockAll bool
 	// dir is goinit's working directory; default the test's.
 	dir string
+	// bin is the goinit binary; default the release build.
+	bin string
 }
 
 // proc is a running goinit with its output.
@@ -81,7 +83,11 @@ type proc struct {
 // start runs goinit with args in the way opts says.
 func start(t *testing.T, opts runOpts, args ...string) *proc {
 	t.Helper()
-	cmd := exec.Command(testbin.Goinit(t), args...)
+	bin := opts.bin
+	if bin == "" {
+		bin = testbin.Goinit(t)
+	}
+	cmd := exec.Command(bin, args...)
 	cmd.Env = append(os.Environ(), opts.env...)
 	cmd.ExtraFiles = opts.extraFiles
 	cmd.Dir = opts.dir

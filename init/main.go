@@ -70,9 +70,13 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 	// Catch every forwardable signal before the first fork, so none is
 	// lost between the child's start and the loop.
 	sigc := make(chan os.Signal, 64)
+	urg := forwardsURG()
 	// No signal.Stop: goinit exits right after the loop, and undoing ~60
 	// handlers costs a runtime round trip each.
-	signal.Notify(sigc, signals.Forwardable()...)
+	signal.Notify(sigc, signals.Forwardable(urg)...)
+	if !urg {
+		log.Debug("SIGURG is not forwarded: this goinit was not built with asynchronous preemption off (make build does that), so its Go runtime sends SIGURG to itself")
+	}
 
 	if err := prepareProcess(cfg, log); err != nil {
 		log.Error(err.Error())
@@ -93,6 +97,9 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	r := reaper.New(log)
+	if cfg.logReaped {
+		r.LogOrphansAt(slog.LevelWarn)
+	}
 	reaped := make(chan error, 1)
 	go func() { reaped <- r.Run(ctx) }()
 
@@ -128,6 +135,17 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 		log.Error("reaper failed", "err", err)
 	}
 	return code
+}
+
+// godebugDefault is the default GODEBUG the release build gave the Go
+// runtime (signals.PreemptOffLDFlags sets both).
+var godebugDefault string
+
+// forwardsURG reports whether this goinit's Go runtime leaves SIGURG alone,
+// from the defaults it was built with and the GODEBUG it runs with: only
+// then is every SIGURG it receives one to forward.
+func forwardsURG() bool {
+	return signals.AsyncPreemptOff(godebugDefault, os.Getenv("GODEBUG"))
 }
 
 // fail prints a start-up error as one line and returns its exit code.

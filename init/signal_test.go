@@ -9,6 +9,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/goinit/goinit/internal/testbin"
 	"github.com/goinit/goinit/signals"
 )
 
@@ -18,7 +19,9 @@ func TestEveryForwardableSignalArrives(t *testing.T) {
 	requireRoot(t)
 	p := start(t, runOpts{pid1: true}, "--", sigrecord(t), "-ignore-stop")
 	p.waitLine("ready", 10*time.Second)
-	for _, s := range signals.Forwardable() {
+	// Without SIGURG: the recorder is a Go program, whose runtime sends
+	// itself SIGURG (TestSIGURG covers it).
+	for _, s := range signals.Forwardable(false) {
 		sig := s.(unix.Signal)
 		if signals.IsJobControl(sig) {
 			continue // turned into SIGSTOP: TestJobControl
@@ -33,29 +36,49 @@ func TestEveryForwardableSignalArrives(t *testing.T) {
 	p.cmd.Process.Signal(syscall.SIGKILL)
 }
 
-// TestSIGURGNotForwarded checks that SIGURG, the Go runtime's preemption
-// signal, never reaches the child, even when sent to goinit on purpose.
-func TestSIGURGNotForwarded(t *testing.T) {
+// TestSIGURG checks that goinit forwards SIGURG exactly when its Go runtime
+// does not use SIGURG for preemption: the release build does (its linker
+// flags turn asynchronous preemption off) unless GODEBUG turns it back on,
+// and a plain build does not unless GODEBUG turns it off.
+func TestSIGURG(t *testing.T) {
 	requireRoot(t)
-	script := `trap 'echo got-urg' URG; trap 'echo got-usr1' USR1; trap 'echo got-usr2' USR2; trap 'exit 0' TERM
+	script := `trap 'echo got-urg' URG; trap 'echo got-usr1' USR1; trap 'exit 0' TERM
 echo ready; while :; do sleep 0.05; done`
-	p := start(t, runOpts{pid1: true}, "--signal-scope=child", "--", "sh", "-c", script)
-	p.waitLine("ready", 10*time.Second)
-	for range 20 {
-		p.signal(syscall.SIGURG)
-	}
-	// Signals sent after the URGs are handled after them: once USR1 and
-	// USR2 have arrived, a forwarded URG would have too.
-	p.signal(syscall.SIGUSR1)
-	p.waitLine("got-usr1", 5*time.Second)
-	p.signal(syscall.SIGUSR2)
-	p.waitLine("got-usr2", 5*time.Second)
-	if p.hasLine("got-urg") {
-		t.Fatal("SIGURG reached the child")
-	}
-	p.signal(syscall.SIGTERM)
-	if code := p.wait(10 * time.Second); code != 0 {
-		t.Fatalf("exit %d", code)
+	for _, c := range []struct {
+		name    string
+		plain   bool
+		godebug string
+		want    bool
+	}{
+		{"release", false, "", true},
+		{"release GODEBUG=asyncpreemptoff=0", false, "asyncpreemptoff=0", false},
+		{"plain", true, "", false},
+		{"plain GODEBUG=asyncpreemptoff=1", true, "asyncpreemptoff=1", true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			opts := runOpts{pid1: true, env: []string{"GODEBUG=" + c.godebug}}
+			if c.plain {
+				opts.bin = testbin.GoinitPlain(t)
+			}
+			p := start(t, opts, "--signal-scope=child", "--", "sh", "-c", script)
+			p.waitLine("ready", 10*time.Second)
+			for range 20 {
+				p.signal(syscall.SIGURG)
+			}
+			// Signals are forwarded in the order they are handled: once
+			// USR1, sent after the URGs, has arrived, so would a URG.
+			p.signal(syscall.SIGUSR1)
+			p.waitLine("got-usr1", 5*time.Second)
+			if c.want {
+				p.waitLine("got-urg", 5*time.Second)
+			} else if p.hasLine("got-urg") {
+				t.Fatal("SIGURG reached the child")
+			}
+			p.signal(syscall.SIGTERM)
+			if code := p.wait(10 * time.Second); code != 0 {
+				t.Fatalf("exit %d", code)
+			}
+		})
 	}
 }
 

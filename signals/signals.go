@@ -112,18 +112,23 @@ func Name(sig unix.Signal) string {
 // Forwardable lists every signal a supervisor should catch and pass on:
 // all catchable signals except SIGCHLD (it reports our own children) and the
 // ones the Go runtime keeps for itself. SIGURG is the runtime's goroutine
-// preemption signal: forwarding it would spray the child with signals it
-// never asked for, a known bug of Go inits. SIGPROF is consumed by the
-// runtime's profiler and never reaches os/signal. 32 and 33 are reserved by
-// the runtime and glibc, and 34 (glibc's SIGRTMIN) by the runtime for musl
+// preemption signal: unless the runtime's asynchronous preemption is off
+// (urg true; see AsyncPreemptOff), forwarding it would spray the child with
+// signals it never asked for, a known bug of Go inits. SIGPROF is consumed by
+// the runtime's profiler and never reaches os/signal. 32 and 33 are reserved
+// by the runtime and glibc, and 34 (glibc's SIGRTMIN) by the runtime for musl
 // (golang/go#39343): a Go program cannot catch it, so neither can goinit.
-func Forwardable() []os.Signal {
+func Forwardable(urg bool) []os.Signal {
 	var out []os.Signal
 	for n := 1; n <= maxSignal; n++ {
 		sig := unix.Signal(n)
 		switch sig {
-		case unix.SIGKILL, unix.SIGSTOP, unix.SIGCHLD, unix.SIGURG, unix.SIGPROF, 32, 33, 34:
+		case unix.SIGKILL, unix.SIGSTOP, unix.SIGCHLD, unix.SIGPROF, 32, 33, 34:
 			continue
+		case unix.SIGURG:
+			if !urg {
+				continue
+			}
 		}
 		out = append(out, sig)
 	}

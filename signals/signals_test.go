@@ -3,6 +3,8 @@ package signals
 import (
 	"os"
 	"os/signal"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -75,7 +77,10 @@ func TestRewrite(t *testing.T) {
 // in Forwardable can be caught by a Go program and that the set leaves out
 // the runtime's own SIGURG and SIGCHLD.
 func TestForwardableCatchable(t *testing.T) {
-	sigs := Forwardable()
+	if !slices.Contains(Forwardable(true), os.Signal(unix.SIGURG)) {
+		t.Fatal("Forwardable(true) leaves out SIGURG")
+	}
+	sigs := Forwardable(false)
 	for _, s := range sigs {
 		switch s {
 		case unix.SIGURG, unix.SIGCHLD, unix.SIGKILL, unix.SIGSTOP:
@@ -116,6 +121,43 @@ func TestApplyJobControl(t *testing.T) {
 	} {
 		if got := r.ApplyJobControl(c.sig, c.group); got != c.want {
 			t.Errorf("ApplyJobControl(%s, group=%v) = %s, want %s", Name(c.sig), c.group, Name(got), Name(c.want))
+		}
+	}
+}
+
+func TestAsyncPreemptOff(t *testing.T) {
+	for _, c := range []struct {
+		defaults, godebug string
+		want              bool
+	}{
+		{"", "", false},
+		{"asyncpreemptoff=1", "", true},
+		{"panicnil=1,asyncpreemptoff=1", "", true},
+		{"asyncpreemptoff=1,asyncpreemptoff=0", "", false},
+		{"asyncpreemptoff=1", "asyncpreemptoff=0", false},
+		{"asyncpreemptoff=1", "gctrace=1", true},
+		{"", "gctrace=1,asyncpreemptoff=1", true},
+		{"", "asyncpreemptoff=2", false},
+	} {
+		if got := AsyncPreemptOff(c.defaults, c.godebug); got != c.want {
+			t.Errorf("AsyncPreemptOff(%q, %q) = %v, want %v", c.defaults, c.godebug, got, c.want)
+		}
+	}
+}
+
+// TestReleaseFlagsEverywhere checks that every place that builds goinit for
+// release uses PreemptOffLDFlags' settings, so that none of them ships a
+// goinit whose runtime and whose SIGURG forwarding disagree.
+func TestReleaseFlagsEverywhere(t *testing.T) {
+	for _, f := range []string{"../Makefile", "../Dockerfile.example"} {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, flag := range strings.Fields(PreemptOffLDFlags) {
+			if !strings.Contains(string(b), flag) {
+				t.Errorf("%s does not build goinit with %s", f, flag)
+			}
 		}
 	}
 }

@@ -16,6 +16,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/goinit/goinit/signals"
 )
 
 // built remembers which packages this test process has built; building
@@ -41,10 +43,19 @@ func CacheDir(t testing.TB) string {
 	return dir
 }
 
-// Goinit returns the path of a static goinit binary built from this tree.
+// Goinit returns the path of a static goinit binary built from this tree
+// as it is released (signals.PreemptOffLDFlags, so it forwards SIGURG).
 func Goinit(t testing.TB) string {
 	t.Helper()
-	return Build(t, "./init")
+	return build(t, "./init", "goinit", signals.PreemptOffLDFlags)
+}
+
+// GoinitPlain returns goinit built by a plain `go build`, without the
+// release build's linker flags: its Go runtime preempts goroutines with
+// SIGURG, so it must not forward SIGURG.
+func GoinitPlain(t testing.TB) string {
+	t.Helper()
+	return build(t, "./init", "goinit-plain", "")
 }
 
 // Build compiles the Go package pkg (relative to the repository root, e.g.
@@ -54,14 +65,17 @@ func Goinit(t testing.TB) string {
 // is named after the package directory ("init" is named "goinit").
 func Build(t testing.TB, pkg string) string {
 	t.Helper()
+	return build(t, pkg, filepath.Base(pkg), "")
+}
+
+// build compiles pkg into the cache as name, with ldflags.
+func build(t testing.TB, pkg, name, ldflags string) string {
+	t.Helper()
 	built.Lock()
 	defer built.Unlock()
-	if p, ok := built.paths[pkg]; ok {
+	key := pkg + " " + name
+	if p, ok := built.paths[key]; ok {
 		return p
-	}
-	name := filepath.Base(pkg)
-	if name == "init" {
-		name = "goinit"
 	}
 	out := filepath.Join(CacheDir(t), "bin", filepath.Clean(pkg), name)
 	if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
@@ -75,7 +89,7 @@ func Build(t testing.TB, pkg string) string {
 	}
 	tmp.Close()
 	defer os.Remove(tmp.Name())
-	cmd := exec.Command("go", "build", "-trimpath", "-o", tmp.Name(), pkg)
+	cmd := exec.Command("go", "build", "-trimpath", "-ldflags="+ldflags, "-o", tmp.Name(), pkg)
 	cmd.Dir = Root()
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if b, err := cmd.CombinedOutput(); err != nil {
@@ -84,7 +98,7 @@ func Build(t testing.TB, pkg string) string {
 	if err := os.Rename(tmp.Name(), out); err != nil {
 		t.Fatalf("build %s: %v", pkg, err)
 	}
-	built.paths[pkg] = out
+	built.paths[key] = out
 	return out
 }
 
