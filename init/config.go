@@ -71,6 +71,7 @@ type config struct {
 
 	logFormat string
 	logLevel  string
+	logReaped bool
 }
 
 // credential is a resolved --user.
@@ -96,7 +97,7 @@ type flags struct {
 	scope, orphans, pdeathsig, user, logFormat, logLevel   string
 	rewrites, exitMaps                                     []string
 	memoryLimit, memoryHigh, cpuLimit, pidsLimit, cgroupMd string
-	version, help                                          bool
+	version, help, logReaped                               bool
 
 	// fromEnv maps a flag to the variable that set it, so that a later
 	// validation error names what the user actually wrote.
@@ -137,6 +138,7 @@ func newFlags() *flags {
 	fs.StringVar(&f.cgroupMd, "cgroup", "required", "required: limits that cannot be applied are an error; optional: warn and run without")
 	fs.StringVar(&f.logFormat, "log-format", "text", "text or json")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.BoolVar(&f.logReaped, "log-reaped", false, "log every reaped orphan (zombie) at warn level, like tini -w")
 	fs.BoolVarP(&f.version, "version", "V", false, "print the version and exit")
 	fs.BoolVarP(&f.help, "help", "h", false, "print this help and exit")
 	return f
@@ -240,6 +242,7 @@ func (f *flags) config(cpus func() (int, string, error)) (*config, error) {
 		exitMap:      map[int]int{},
 		logFormat:    f.logFormat,
 		logLevel:     f.logLevel,
+		logReaped:    f.logReaped,
 		cgroupMode:   f.cgroupMd,
 	}
 	if len(c.command) == 0 {

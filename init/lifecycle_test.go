@@ -329,3 +329,37 @@ func TestPdeathsig(t *testing.T) {
 		return syscall.Kill(pid, 0) != nil
 	})
 }
+
+// TestLogReaped checks that --log-reaped (tini -w) reports every reaped
+// orphan at warn level, which the default log level shows, and that
+// without it nothing is said at that level.
+func TestLogReaped(t *testing.T) {
+	requireRoot(t)
+	// The subshell's sleep is orphaned at once and exits 0.1 s later,
+	// while the command still runs.
+	script := `(sleep 0.1 &); (sleep 0.1 &); sleep 1`
+	for _, c := range []struct {
+		name string
+		pid1 bool
+		args []string
+		env  []string
+		want int
+	}{
+		{"pid1", true, []string{"--log-reaped"}, nil, 2},
+		{"subreaper", false, []string{"--log-reaped"}, nil, 2},
+		{"variable", true, nil, []string{"GOINIT_LOG_REAPED=true"}, 2},
+		{"off", true, nil, nil, 0},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			args := append(c.args, "--", "sh", "-c", script)
+			code, stderr := runToEnd(t, runOpts{pid1: c.pid1, env: c.env}, args...)
+			if code != 0 {
+				t.Fatalf("exit %d: %s", code, stderr)
+			}
+			got := strings.Count(stderr, "level=WARN msg=\"reaped zombie process ")
+			if got != c.want {
+				t.Fatalf("%d warn lines for reaped orphans, want %d:\n%s", got, c.want, stderr)
+			}
+		})
+	}
+}

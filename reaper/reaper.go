@@ -44,6 +44,8 @@ type Exit struct {
 // call New.
 type Reaper struct {
 	log *slog.Logger
+	// orphanLevel is the level of the line logged per reaped orphan.
+	orphanLevel slog.Level
 
 	// mu is held across fork+register in Start and across each wait4 in
 	// reap, so that a child that exits at once is never reaped before it is
@@ -60,8 +62,13 @@ func New(log *slog.Logger) *Reaper {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Reaper{log: log, watched: map[int]bool{}, exits: make(chan Exit, 256)}
+	return &Reaper{log: log, orphanLevel: slog.LevelDebug, watched: map[int]bool{}, exits: make(chan Exit, 256)}
 }
+
+// LogOrphansAt sets the level of the line logged for each reaped orphan
+// (debug by default), for users who want every zombie they leave to goinit
+// reported, as tini -w does. Call it before Run.
+func (r *Reaper) LogOrphansAt(level slog.Level) { r.orphanLevel = level }
 
 // Exits delivers every reaped child, supervised or not, in the order they
 // were reaped, and every stop or continue of a child (Status.Ended is false
@@ -142,7 +149,7 @@ func (r *Reaper) reap(ctx context.Context) error {
 		}
 		st := Status(ws)
 		if !supervised && st.Ended() {
-			r.log.Debug("reaped orphan", "pid", pid, "status", st.String())
+			r.log.Log(ctx, r.orphanLevel, fmt.Sprintf("reaped zombie process %d (%s), an orphan re-parented to goinit", pid, st), "pid", pid, "status", st.String())
 		}
 		select {
 		case r.exits <- Exit{Pid: pid, Status: st, Supervised: supervised, Time: time.Now()}:
