@@ -132,6 +132,10 @@ type Config struct {
 	RequireAll bool
 	// Log receives one line per step, for a person watching; nil discards.
 	Log io.Writer
+	// Only names the sections to run ("init cost", "signal latency",
+	// "reaping", "cluster throughput", "faults under load"); empty runs
+	// every one.
+	Only []string
 }
 
 // NewConfig returns the configuration for mode m with the repository at

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"time"
 )
@@ -67,10 +68,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	h.launch = launcher{pidNS: nsErr == nil}
 	h.header(ctx, nsErr)
 
-	sections := []struct {
-		name string
-		run  func(context.Context) error
-	}{
+	sections := []section{
 		{"init cost", h.initCost},
 		{"signal latency", h.signalLatency},
 		{"reaping", h.reaping},
@@ -78,7 +76,15 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		{"faults under load", h.faults},
 	}
 	var errs []error
+	for _, name := range cfg.Only {
+		if !slices.ContainsFunc(sections, func(s section) bool { return s.name == name }) {
+			return h.report, fmt.Errorf("no section %q to run", name)
+		}
+	}
 	for _, s := range sections {
+		if len(cfg.Only) > 0 && !slices.Contains(cfg.Only, s.name) {
+			continue
+		}
 		if err := ctx.Err(); err != nil {
 			errs = append(errs, err)
 			break
@@ -93,6 +99,12 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 	h.report.sortByFigure()
 	return h.report, errors.Join(errs...)
+}
+
+// section is one group of figures.
+type section struct {
+	name string
+	run  func(context.Context) error
 }
 
 // header fills the lines printed above the table.

@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/goinit/goinit/bench"
@@ -35,6 +36,7 @@ func run() int {
 	root := flag.String("root", ".", "repository root")
 	out := flag.String("out", "bench/results.md", "write the table here too; empty for stdout only")
 	allowMissing := flag.Bool("allow-missing", false, "leave out contenders whose tools are absent instead of failing")
+	only := flag.String("only", "", `comma-separated sections to run, e.g. "init cost,signal latency" (default all)`)
 	flag.Parse()
 	mode, err := bench.ParseMode(*modeName)
 	if err != nil {
@@ -44,6 +46,9 @@ func run() int {
 	cfg := bench.NewConfig(mode, *root)
 	cfg.RequireAll = !*allowMissing
 	cfg.Log = os.Stderr
+	if *only != "" {
+		cfg.Only = strings.Split(*only, ",")
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
