@@ -43,10 +43,14 @@ func testShim(fdText string) int {
 	fd, _ := strconv.Atoi(fdText)
 	if v := os.Getenv(envShimUID); v != "" {
 		id, _ := strconv.Atoi(v)
-		if err := syscall.Setgroups(nil); err == nil {
+		err := syscall.Setgroups(nil)
+		if err == nil {
 			err = syscall.Setgid(id)
 		}
-		if err := syscall.Setuid(id); err != nil {
+		if err == nil {
+			err = syscall.Setuid(id)
+		}
+		if err != nil {
 			fmt.Fprintln(os.Stderr, "shim: setuid:", err)
 			return 125
 		}
