@@ -8,7 +8,7 @@
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
-want=(runc busybox-static qemu-system-x86 xz-utils util-linux file prometheus)
+want=(runc busybox-static qemu-system-x86 xz-utils util-linux file prometheus systemd python3)
 missing=()
 for pkg in "${want[@]}"; do
 	dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
