@@ -1,6 +1,99 @@
 // Package portshare lets goinit's workers share the ports that unmodified
-// servers bind for themselves. It owns the seccomp filter installed in
-// every worker, the notification loops that answer the worker's bind,
-// listen and shutdown calls, and the table of listening sockets goinit
-// holds; it never starts, signals or reaps a process.
+// servers bind for themselves (Node's listen(3000), Go's net.Listen,
+// Python's socketserver), the way Node's cluster module does inside one
+// runtime, but from outside the process and for any language.
+//
+// It owns three things: the seccomp filter each worker runs under
+// ([InstallFilter]), the notification loops that answer the worker's
+// intercepted calls ([Sharer]), and the table of listening sockets goinit
+// holds. It never starts, signals or reaps a process, and it never
+// touches a connection: the kernel hands connections from a held socket's
+// accept queue straight to whichever worker accepts.
+//
+// # Protocol
+//
+// For each worker start the supervisor creates a [Handoff] (a unix
+// socketpair) and passes its child end to goinit's shim, the worker's
+// first moments between fork and exec. The shim calls [InstallFilter] on
+// a locked OS thread: it sets no_new_privs, installs a classic BPF filter
+// that turns bind(2), listen(2) and shutdown(2) with how != SHUT_WR into
+// user notifications (every other call, and every call of a foreign ABI,
+// is allowed in the kernel without leaving it), sends the filter's
+// notification descriptor over the socketpair (SCM_RIGHTS), closes both,
+// and then execs the command on the same thread, which is how the filter
+// and no_new_privs reach the command. Descendants inherit the filter.
+//
+// The supervisor gives the descriptor to [Sharer.Attach] (or lets
+// [Sharer.AttachHandoff] receive it). A worker that binds before that
+// simply waits. One goroutine per worker then polls the descriptor and,
+// for each notification:
+//
+//   - bind: reads the sockaddr from the caller's memory (/proc/TID/mem),
+//     takes a copy of the caller's socket (pidfd_getfd on the thread
+//     group) and reads its family, type, protocol (Go >= 1.24 listens with
+//     MPTCP), IPV6_V6ONLY, O_NONBLOCK and close-on-exec flag, then checks
+//     that the notification is still valid (SECCOMP_IOCTL_NOTIF_ID_VALID)
+//     before it trusts any of it. A TCP bind to a shared port gets the held
+//     socket of exactly its (family, address, port, protocol, v6only),
+//     created, bound and listening the first time anyone asks. goinit
+//     installs it at the caller's descriptor number
+//     (SECCOMP_IOCTL_NOTIF_ADDFD with SECCOMP_ADDFD_FLAG_SETFD, keeping its
+//     close-on-exec flag), which closes the caller's own socket, and
+//     answers 0. If binding a new held socket fails, the caller's bind
+//     fails with that errno. Everything else is answered
+//     SECCOMP_USER_NOTIF_FLAG_CONTINUE: the kernel runs the bind as if
+//     goinit were not there.
+//   - listen on a held socket: the backlog becomes the largest anyone asked
+//     for, never smaller, and the answer is 0. It is reported as
+//     [Listening], the worker's readiness on that address.
+//   - shutdown(SHUT_RD or SHUT_RDWR) on a held socket is answered 0 and not
+//     done: on a listener it would stop accepting for every worker.
+//
+// The loop ends when no process using the filter is left (POLLHUP) and
+// reports [Detached]. Held sockets stay open until [Sharer.Close], that is
+// for goinit's whole life, so a worker that dies costs no refused
+// connection: its queue survives and its replacement's bind gets the same
+// socket.
+//
+// # Rules
+//
+//   - Only TCP (and MPTCP) binds to a shared port other than 0 are shared.
+//     Port 0, other ports, UDP, unix sockets, sockets bound to a device
+//     (SO_BINDTODEVICE), sockets of another network namespace, and a
+//     privileged port the worker itself may not bind are the kernel's.
+//   - An AF_INET bind never gets an AF_INET6 socket: a dual-stack [::]
+//     socket would give the worker sockaddr_in6 client addresses where it
+//     expects sockaddr_in. Because the held sockets are bound and listening
+//     in goinit, a new one is judged by the kernel against them: AF_INET
+//     0.0.0.0:P next to a dual-stack [::]:P is EADDRINUSE, as between two
+//     processes without goinit; 0.0.0.0:P and a v6only [::]:P are two held
+//     sockets. TCP and MPTCP are one address space, so a worker of either
+//     gets a socket held for the other.
+//   - From the socket a held socket replaces, the first binder's
+//     SO_REUSEADDR, SO_REUSEPORT, SO_KEEPALIVE, SO_RCVBUF, SO_SNDBUF,
+//     TCP_NODELAY, TCP_DEFER_ACCEPT, TCP_FASTOPEN are copied when they
+//     differ from a fresh socket's (copying a default SO_RCVBUF would turn
+//     off buffer autotuning), and IPV6_V6ONLY decides the key. Other
+//     options set before bind (SO_LINGER, IP_TOS, TCP_MAXSEG,
+//     TCP_CONGESTION, SO_MARK, IP_FREEBIND, socket filters, ...) are lost;
+//     options set after bind apply to the held socket itself, shared by all.
+//     O_NONBLOCK belongs to the shared open socket: each binder sets it as
+//     it had it, as with LISTEN_FDS.
+//
+// # Limits
+//
+//   - no_new_privs is inherited: a setuid or file-capability binary run by
+//     a worker runs without its privilege (no error at exec, the wrong
+//     euid later). --share-ports=off is the way out.
+//   - io_uring's IORING_OP_BIND (Linux 6.11) does not pass through
+//     seccomp; such binds are not shared.
+//   - If goinit dies while a worker lives (goinit not PID 1), the worker's
+//     next bind, listen or trapped shutdown fails with ENOSYS. Workers must
+//     not outlive goinit.
+//   - goinit must be allowed to ptrace its workers (/proc/TID/mem and
+//     pidfd_getfd): root with CAP_SYS_PTRACE, or the workers' own user.
+//     Docker's default capabilities lack CAP_SYS_PTRACE, so there workers
+//     running as another user (--user) are not shared (one warning).
+//   - Needs Linux 5.9 (SECCOMP_IOCTL_NOTIF_ADDFD), and a seccomp profile
+//     that allows seccomp(2); [Available] checks both.
 package portshare

@@ -2,6 +2,7 @@ package portshare
 
 import (
 	"os"
+	"os/exec"
 	"strconv"
 	"strings"
 	"syscall"
@@ -227,4 +228,50 @@ func TestDetachedWhenWorkerExits(t *testing.T) {
 		t.Fatalf("detached with %v", e.Err)
 	}
 	t.Logf("detached %v after the kill", time.Since(start))
+}
+
+// Close ends every loop at once, with a worker still running, and frees
+// the held ports.
+func TestCloseReleasesEverything(t *testing.T) {
+	requireRoot(t)
+	requireTool(t, "python3")
+	s, err := New(Config{Policy: Policy{Mode: Auto}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := freePort(t)
+	startWorker(t, s, 0, -1, nil, server("inet", "127.0.0.1", port, "--once")...).line("bound")
+	done := make(chan struct{})
+	go func() { s.Close(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Close did not return")
+	}
+	if heldCount(s) != 0 {
+		t.Fatal("held sockets left after Close")
+	}
+}
+
+// A shim that exits without sending its descriptor is reported, not
+// waited for.
+func TestHandoffWithoutDescriptor(t *testing.T) {
+	requireRoot(t)
+	s := newSharer(t, Policy{Mode: Auto})
+	h, err := NewHandoff()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("true")
+	cmd.ExtraFiles = []*os.File{h.Child()}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	s.AttachHandoff(3, cmd.Process.Pid, h, 0)
+	cmd.Wait()
+	if e := waitEvent(t, s, Detached, 3); e.Err == nil {
+		t.Fatal("no error for a shim that sent nothing")
+	} else {
+		t.Log(e)
+	}
 }

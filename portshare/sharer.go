@@ -245,3 +245,26 @@ func takePollable(notif *os.File) (*os.File, error) {
 	}
 	return pollable(dup, "seccomp-notify")
 }
+
+// String is the event as a log line, e.g.
+// "sharing [::]:3000 between the workers; goinit holds it".
+func (e Event) String() string {
+	addr := e.Addr.String()
+	if e.V6Only {
+		addr += " (v6only)"
+	}
+	switch e.Kind {
+	case Shared:
+		return "sharing " + addr + " between the workers; goinit holds it"
+	case Bound:
+		return fmt.Sprintf("worker %d (pid %d) bound %s: it got goinit's held socket", e.Worker, e.Pid, addr)
+	case Listening:
+		return fmt.Sprintf("worker %d (pid %d) listens on %s", e.Worker, e.Pid, addr)
+	case Detached:
+		if e.Err != nil {
+			return fmt.Sprintf("worker %d (pid %d): its binds are not shared: %v", e.Worker, e.Pid, e.Err)
+		}
+		return fmt.Sprintf("worker %d (pid %d) and its descendants are gone", e.Worker, e.Pid)
+	}
+	return e.Kind.String()
+}
