@@ -137,6 +137,7 @@ func (c call) bind() {
 	}
 	raw, err := readMemory(c.tid, c.n.Data.Args[1], length)
 	if err != nil {
+		c.debugOnce(err)
 		c.cont()
 		return
 	}
@@ -285,8 +286,8 @@ func (c call) sameNetns() bool {
 // CAP_SYS_PTRACE), which turns sharing off for them.
 func (c call) debugOnce(err error) {
 	if c.s.warnedPeer.CompareAndSwap(false, true) {
-		c.s.log.Warn(fmt.Sprintf("worker %d: cannot read the socket it binds (%v); its binds are not shared (goinit needs CAP_SYS_PTRACE to share the ports of workers running as another user)", c.worker, err), "worker", c.worker)
+		c.s.log.Warn(fmt.Sprintf("worker %d: cannot read the address or socket it binds (%v); its binds are not shared (goinit needs CAP_SYS_PTRACE to share the ports of workers running as another user)", c.worker, err), "worker", c.worker)
 		return
 	}
-	c.debug(fmt.Sprintf("cannot read the socket it binds: %v", err))
+	c.debug(fmt.Sprintf("cannot read the address or socket it binds: %v", err))
 }
