@@ -13,7 +13,7 @@ import (
 // Time is a parameter, so the schedule below is exact.
 func ExamplePool() {
 	pids := 100
-	start := func(id int) (int, error) { pids++; return pids, nil }
+	start := func(id, release int) (int, error) { pids++; return pids, nil }
 	policy := cluster.DefaultPolicy(cluster.RestartOnFailure)
 	policy.Jitter = 0
 	p := cluster.New(cluster.Config{Workers: 2, Policy: policy, Start: start})

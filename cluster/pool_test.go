@@ -21,7 +21,7 @@ type fakeStarts struct {
 	ids  []int
 }
 
-func (f *fakeStarts) start(id int) (int, error) {
+func (f *fakeStarts) start(id, _ int) (int, error) {
 	if f.fail != nil {
 		return 0, f.fail
 	}
@@ -145,7 +145,7 @@ func TestPoolRestartStartFailureCountsAsCrash(t *testing.T) {
 // processes, each leading its own group as goinit starts them.
 func TestPoolSignalsRealProcessGroups(t *testing.T) {
 	var cmds []*exec.Cmd
-	start := func(id int) (int, error) {
+	start := func(id, _ int) (int, error) {
 		c := exec.Command("sleep", "1000")
 		c.SysProcAttr = &unix.SysProcAttr{Setpgid: true}
 		if err := c.Start(); err != nil {

@@ -14,10 +14,9 @@ type State int
 const (
 	// Idle: never started.
 	Idle State = iota
-	// Starting: forked, not yet known to be ready. Readiness checks hook
-	// in here; without them a slot moves to Running at once.
+	// Starting: forked, not yet ready (see Readiness).
 	Starting
-	// Running: up and serving.
+	// Running: ready, up and serving.
 	Running
 	// Stopping: sent the stop signal, waiting for it to exit.
 	Stopping
@@ -69,9 +68,17 @@ type Slot struct {
 	Restarts int
 	// NextStart is when a BackingOff slot starts again.
 	NextStart time.Time
+	// Release is the release the slot runs (0 before any reload); a
+	// restart after a crash starts the same one.
+	Release int
+	// Successor is the pid of the process started to replace the
+	// current one (reload, recycle), 0 when none.
+	Successor int
 
 	delay  time.Duration
 	recent []time.Time // restarts within the policy window
+	cur    *proc       // the slot's process, nil when none
+	next   *proc       // its successor, nil when none
 }
 
 // Outcome is what an exit led to.
@@ -107,8 +114,10 @@ func (s *Slot) started(pid int, now time.Time) {
 
 // exited is the slot's transition function for a process exit: it returns
 // the decision and leaves the slot in its next state. r is a uniform random
-// number in [0, 1) for the jitter, a parameter so tests are exact.
-func (s *Slot) exited(st reaper.Status, now time.Time, p Policy, r float64) Decision {
+// number in [0, 1) for the jitter, a parameter so tests are exact. forced
+// is true when goinit killed the process as a failure (hung, not ready in
+// time): it is then restarted whatever its status, unless stopping.
+func (s *Slot) exited(st reaper.Status, now time.Time, p Policy, r float64, forced bool) Decision {
 	stopped := s.State == Stopping
 	uptime := now.Sub(s.Started)
 	s.Pid, s.Last = 0, st
@@ -117,7 +126,7 @@ func (s *Slot) exited(st reaper.Status, now time.Time, p Policy, r float64) Deci
 	case !stopped && p.permanent(st):
 		s.State, d.Outcome = Failed, Permanent
 		return d
-	case !p.wantsRestart(st, stopped):
+	case !(forced && !stopped) && !p.wantsRestart(st, stopped):
 		s.State, d.Outcome = Done, Finished
 		return d
 	}

@@ -21,7 +21,7 @@ func testPolicy() Policy {
 func crash(s *Slot, p Policy, at time.Time, uptime time.Duration, st reaper.Status) Decision {
 	s.started(1, at)
 	s.State = Running
-	return s.exited(st, at.Add(uptime), p, 0.5)
+	return s.exited(st, at.Add(uptime), p, 0.5, false)
 }
 
 func TestBackoffDoublesToCap(t *testing.T) {
@@ -64,7 +64,7 @@ func TestJitter(t *testing.T) {
 	}{{0, 80 * time.Millisecond}, {0.5, 100 * time.Millisecond}, {0.999999, 120 * time.Millisecond}} {
 		s := &Slot{}
 		s.started(1, t0)
-		d := s.exited(reaper.ExitStatus(1), t0, p, c.r)
+		d := s.exited(reaper.ExitStatus(1), t0, p, c.r, false)
 		if diff := d.Delay - c.want; diff < -time.Microsecond || diff > time.Microsecond {
 			t.Errorf("r=%v: delay %s, want %s", c.r, d.Delay, c.want)
 		}
@@ -128,7 +128,7 @@ func TestStoppedWorkerNotRestarted(t *testing.T) {
 	s := &Slot{}
 	s.started(1, t0)
 	s.State = Stopping
-	if d := s.exited(reaper.SignalStatus(unix.SIGTERM), t0.Add(time.Second), p, 0.5); d.Outcome != Finished || s.State != Done {
+	if d := s.exited(reaper.SignalStatus(unix.SIGTERM), t0.Add(time.Second), p, 0.5, false); d.Outcome != Finished || s.State != Done {
 		t.Fatalf("stopped worker: %+v state %s", d, s.State)
 	}
 }

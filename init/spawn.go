@@ -53,8 +53,9 @@ type spawner struct {
 	env []string
 }
 
-// start starts worker id and returns its pid, already known to the reaper.
-func (s *spawner) start(id int) (int, error) {
+// start starts worker id running release and returns its pid, already
+// known to the reaper.
+func (s *spawner) start(id, release int) (int, error) {
 	cfg := s.cfg
 	env := slices.Clip(s.env)
 	if cfg.clusterMode {

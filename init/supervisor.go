@@ -99,7 +99,7 @@ func (s *supervisor) run(ctx context.Context) int {
 
 func (s *supervisor) nextDeadline() (time.Time, bool) {
 	next, ok := s.deadline, !s.deadline.IsZero()
-	if t, due := s.pool.NextStart(); due && (!ok || t.Before(next)) {
+	if t, due := s.pool.NextDeadline(); due && (!ok || t.Before(next)) {
 		next, ok = t, true
 	}
 	if s.oomCheck != nil && s.phase < draining {
