@@ -267,12 +267,17 @@ func TestWorkingDirectory(t *testing.T) {
 // in the start directory, and a restart after that directory is removed
 // fails with a line that names it.
 func TestWorkingDirectoryNotHeld(t *testing.T) {
+	t.Run("pid1", func(t *testing.T) { testWorkingDirectoryNotHeld(t, true) })
+	t.Run("subreaper", func(t *testing.T) { testWorkingDirectoryNotHeld(t, false) })
+}
+
+func testWorkingDirectoryNotHeld(t *testing.T, pid1 bool) {
 	dir := t.TempDir()
 	work := filepath.Join(dir, "app")
 	if err := os.Mkdir(work, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	p := start(t, runOpts{dir: work}, "--workers=1", "--restart=always", "--max-restarts=1", "--restart-delay=10ms",
+	p := start(t, runOpts{dir: work, pid1: pid1}, "--workers=1", "--restart=always", "--max-restarts=1", "--restart-delay=10ms",
 		"--", "sh", "-c", "echo ready; exec sleep 1000")
 	p.waitLine("ready", 10*time.Second)
 	waitForExec(t, p, "sleep")

@@ -51,12 +51,13 @@ echo ready; while :; do sleep 0.05; done`
 		want    bool
 	}{
 		{"release", false, "", true},
+		{"release subreaper", false, "", true},
 		{"release GODEBUG=asyncpreemptoff=0", false, "asyncpreemptoff=0", false},
 		{"plain", true, "", false},
 		{"plain GODEBUG=asyncpreemptoff=1", true, "asyncpreemptoff=1", true},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			opts := runOpts{pid1: true, env: []string{"GODEBUG=" + c.godebug}}
+			opts := runOpts{pid1: !strings.Contains(c.name, "subreaper"), env: []string{"GODEBUG=" + c.godebug}}
 			if c.plain {
 				opts.bin = testbin.GoinitPlain(t)
 			}

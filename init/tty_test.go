@@ -164,6 +164,23 @@ func TestJobControlRewrite(t *testing.T) {
 	}
 }
 
+// TestJobControlRewriteAsPID1 checks that as PID 1, which cannot be
+// stopped, a rewritten job-control signal still reaches the child and goinit
+// keeps running.
+func TestJobControlRewriteAsPID1(t *testing.T) {
+	requireRoot(t)
+	p := start(t, runOpts{pid1: true}, "--rewrite=TTIN:TERM", "--", sigrecord(t), "-ignore-stop")
+	p.waitLine("ready", 10*time.Second)
+	defer p.cmd.Process.Signal(syscall.SIGKILL)
+	p.signal(syscall.SIGTTIN)
+	p.waitLine("got TERM", 5*time.Second)
+	p.signal(syscall.SIGUSR1)
+	p.waitLine("got USR1", 5*time.Second)
+	if st := procState(p.cmd.Process.Pid); st == "T" {
+		t.Fatal("goinit as PID 1 is stopped")
+	}
+}
+
 // procState is the state letter of pid in /proc ("S", "T", "Z"...).
 func procState(pid int) string {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
