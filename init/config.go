@@ -17,6 +17,7 @@ import (
 
 	"github.com/goinit/goinit/cgroup"
 	"github.com/goinit/goinit/cluster"
+	"github.com/goinit/goinit/portshare"
 	"github.com/goinit/goinit/signals"
 )
 
@@ -53,6 +54,7 @@ type config struct {
 	clusterMode bool   // --workers given: N supervised workers, restart on failure
 	listen      []string
 	balance     string
+	sharePorts  portshare.Policy
 
 	policy     cluster.Policy
 	stopSignal unix.Signal
@@ -97,6 +99,7 @@ type flags struct {
 	scope, orphans, pdeathsig, user, logFormat, logLevel   string
 	rewrites, exitMaps                                     []string
 	memoryLimit, memoryHigh, cpuLimit, pidsLimit, cgroupMd string
+	sharePorts                                             string
 	version, help, logReaped                               bool
 
 	// fromEnv maps a flag to the variable that set it, so that a later
@@ -115,6 +118,7 @@ func newFlags() *flags {
 	fs.StringVar(&f.workers, "workers", "", "run N copies of the command as supervised workers; \"auto\" = CPUs this container may use")
 	fs.StringArrayVar(&f.listenAddrs, "listen", nil, "bind ADDR and pass it to the workers by socket activation (repeatable): :8080, tcp6://[::]:8080, unix:///run/app.sock, udp://:5353")
 	fs.StringVar(&f.balance, "balance", "shared", "shared: one socket for all workers; reuseport: one SO_REUSEPORT socket per worker")
+	fs.StringVar(&f.sharePorts, "share-ports", "", "share the TCP ports workers bind themselves: auto (every port; default with --workers), off (default for one command), or a list 3000,tcp:8443")
 	fs.StringVar(&f.restart, "restart", "", "always, on-failure or never (default never for a single command, on-failure with --workers)")
 	fs.DurationVar(&f.restartDelay, "restart-delay", cluster.DefaultRestartDelay, "first restart delay; doubles per crash, ±20% jitter")
 	fs.DurationVar(&f.restartDelayMax, "restart-delay-max", cluster.DefaultRestartDelayMax, "cap on the restart delay")
@@ -308,6 +312,19 @@ func (f *flags) config(cpus func() (int, string, error)) (*config, error) {
 	}
 	if err := f.workerConfig(c, cpus); err != nil {
 		return nil, err
+	}
+	share := f.sharePorts
+	if share == "" {
+		share = "off"
+		if c.clusterMode {
+			share = "auto"
+		}
+	}
+	if c.sharePorts, err = portshare.ParsePolicy(share); err != nil {
+		if v, ok := f.fromEnv["share-ports"]; ok {
+			return nil, usagef("$%s: %v", v, err)
+		}
+		return nil, usagef("%v", err)
 	}
 	if c.limits, err = f.limits(); err != nil {
 		return nil, err

@@ -64,6 +64,9 @@ type runOpts struct {
 	dir string
 	// bin is the goinit binary; default the release build.
 	bin string
+	// hostProc leaves a pid1 goinit with the host's /proc, as
+	// `unshare --pid` without --mount-proc does.
+	hostProc bool
 }
 
 // proc is a running goinit with its output.
@@ -88,6 +91,10 @@ func start(t *testing.T, opts runOpts, args ...string) *proc {
 		bin = testbin.Goinit(t)
 	}
 	cmd := exec.Command(bin, args...)
+	if opts.pid1 && !opts.hostProc {
+		// goinit gets a /proc of its own namespace, as in a container.
+		cmd = exec.Command(testbin.Build(t, "./init/testdata/procns"), append([]string{bin}, args...)...)
+	}
 	cmd.Env = append(os.Environ(), opts.env...)
 	cmd.ExtraFiles = opts.extraFiles
 	cmd.Dir = opts.dir
@@ -95,7 +102,7 @@ func start(t *testing.T, opts runOpts, args ...string) *proc {
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if opts.pid1 {
 		requireRoot(t)
-		cmd.SysProcAttr.Cloneflags = syscall.CLONE_NEWPID
+		cmd.SysProcAttr.Cloneflags = syscall.CLONE_NEWPID | syscall.CLONE_NEWNS
 	}
 	p := &proc{t: t, cmd: cmd, cond: make(chan struct{}), done: make(chan struct{}), outEOF: make(chan struct{}), errEOF: make(chan struct{})}
 	// A plain pipe, not StdoutPipe: a process left behind may hold the

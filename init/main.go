@@ -109,7 +109,7 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 		return exitInternal
 	}
 	sp := &spawner{cfg: cfg, reaper: r, log: log, self: self, dir: dir, oomScore: -1001, env: childEnv(os.Environ()),
-		files: env.files, listenEnv: env.listenEnv, cgroup: env.cgroup,
+		files: env.files, listenEnv: env.listenEnv, cgroup: env.cgroup, sharer: env.sharer,
 		foreground: !cfg.clusterMode && ownsTerminal()}
 	if cfg.clusterMode {
 		sp.oomScore = workerOOMScore()
@@ -126,6 +126,9 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 		Quiet:   !cfg.clusterMode && cfg.policy.Restart == cluster.RestartNever,
 	})
 	sup := &supervisor{cfg: cfg, log: log, reaper: r, pool: pool, sigc: sigc, oomCheck: env.oomCheck, name: name}
+	if env.sharer != nil {
+		sup.shareEvents = env.sharer.Events()
+	}
 	if sp.foreground {
 		sup.tty = &terminal{sigc: sigc}
 	}

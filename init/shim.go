@@ -9,6 +9,8 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/goinit/goinit/portshare"
 )
 
 // shimEnv marks a process as goinit's shim. It starts with an underscore so
@@ -22,6 +24,7 @@ type shimOptions struct {
 	syncFD   int  // read one byte from it before exec: the parent has placed us in our cgroup
 	listen   bool // set LISTEN_PID to our own pid
 	oomScore int  // write to /proc/self/oom_score_adj; -1001 = leave alone
+	shareFD  int  // install the port-sharing filter and send its fd over this socket
 }
 
 func (o shimOptions) String() string {
@@ -34,6 +37,9 @@ func (o shimOptions) String() string {
 	}
 	if o.oomScore >= -1000 {
 		parts = append(parts, "oom="+strconv.Itoa(o.oomScore))
+	}
+	if o.shareFD > 0 {
+		parts = append(parts, "share="+strconv.Itoa(o.shareFD))
 	}
 	return strings.Join(parts, ",")
 }
@@ -53,6 +59,8 @@ func parseShimOptions(s string) (shimOptions, error) {
 			o.listen = n == 1
 		case "oom":
 			o.oomScore = n
+		case "share":
+			o.shareFD = n
 		default:
 			return o, fmt.Errorf("bad shim option %q", kv)
 		}
@@ -65,7 +73,8 @@ func parseShimOptions(s string) (shimOptions, error) {
 // the worker between fork and exec, and Go's os/exec offers no hook there:
 // LISTEN_PID must equal the worker's pid (sd_listen_fds refuses the fds
 // otherwise), and on cgroup v1 the worker must be in its cgroup before it
-// allocates, since charges do not move with a migrated process.
+// allocates, since charges do not move with a migrated process; and the
+// port-sharing seccomp filter must be installed by the worker itself.
 // args are [path, argv0, argv1...]. It returns only on failure, with the
 // exit code a shell would give.
 func runShim(opts string, args []string, stderr io.Writer) int {
@@ -98,6 +107,14 @@ func runShim(opts string, args []string, stderr io.Writer) int {
 	}
 	if o.listen {
 		out = append(out, "LISTEN_PID="+strconv.Itoa(os.Getpid()))
+	}
+	if o.shareFD > 0 {
+		// The filter belongs to this thread, which InstallFilter locks:
+		// nothing may run between it and the exec below.
+		if err := portshare.InstallFilter(o.shareFD); err != nil {
+			fmt.Fprintf(stderr, "goinit: cannot share ports for this worker: %v (--share-ports=off turns sharing off)\n", err)
+			return 125
+		}
 	}
 	err = unix.Exec(args[0], args[1:], out)
 	code := 126

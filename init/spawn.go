@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/goinit/goinit/cluster"
+	"github.com/goinit/goinit/portshare"
 	"github.com/goinit/goinit/reaper"
 )
 
@@ -51,6 +52,8 @@ type spawner struct {
 	// env is the environment every start begins with: goinit's own,
 	// without its settings (childEnv).
 	env []string
+	// sharer shares the ports the worker binds itself; nil when off.
+	sharer *portshare.Sharer
 }
 
 // start starts worker id running release and returns its pid, already
@@ -90,6 +93,22 @@ func (s *spawner) start(id, release int) (int, error) {
 		}
 	}
 	opts := shimOptions{listen: len(files) > 0, oomScore: s.oomScore}
+	var handoff *portshare.Handoff
+	if s.sharer != nil {
+		var err error
+		if handoff, err = portshare.NewHandoff(); err != nil {
+			return 0, fmt.Errorf("worker %d: %w", id, err)
+		}
+		defer handoff.Started()
+		opts.shareFD = 3 + len(files)
+		files = append(slices.Clip(files), handoff.Child())
+		if os.Getpid() != 1 {
+			// A worker that outlived goinit would get ENOSYS from every
+			// later bind(): it dies with goinit. (As PID 1, the kernel
+			// kills everything in the namespace.)
+			attr.Pdeathsig = unix.SIGKILL
+		}
+	}
 	placeAfterFork := false
 	if cg != nil {
 		if fd, ok := cg.FD(); ok {
@@ -102,7 +121,7 @@ func (s *spawner) start(id, release int) (int, error) {
 	}
 	var cmd *exec.Cmd
 	var syncR, syncW *os.File
-	useShim := opts.listen || placeAfterFork || opts.oomScore >= -1000
+	useShim := opts.listen || placeAfterFork || opts.oomScore >= -1000 || opts.shareFD > 0
 	if useShim {
 		if placeAfterFork {
 			var err error
@@ -129,9 +148,17 @@ func (s *spawner) start(id, release int) (int, error) {
 			cfg.command[0], s.dir, errors.Unwrap(err))}
 	}
 	if err := s.reaper.Start(cmd); err != nil {
+		if handoff != nil {
+			handoff.Close()
+		}
 		return 0, startError(cfg.command[0], err)
 	}
 	pid := cmd.Process.Pid
+	if handoff != nil {
+		handoff.Started()
+		// Returns at once; the notification fd arrives from the shim.
+		s.sharer.AttachHandoff(id, pid, handoff, 0)
+	}
 	if placeAfterFork {
 		if err := cg.Add(pid); err != nil {
 			// The shim reads EOF and exits 125 without running the

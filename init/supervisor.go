@@ -10,6 +10,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/goinit/goinit/cluster"
+	"github.com/goinit/goinit/portshare"
 	"github.com/goinit/goinit/reaper"
 	"github.com/goinit/goinit/signals"
 )
@@ -58,6 +59,9 @@ type supervisor struct {
 
 	// tty is the terminal lent to a single command; nil otherwise.
 	tty *terminal
+	// shareEvents reports the ports workers bind and listen on; nil
+	// without --share-ports.
+	shareEvents <-chan portshare.Event
 }
 
 // run starts the workers and supervises until every process is gone. It
@@ -84,6 +88,8 @@ func (s *supervisor) run(ctx context.Context) int {
 			s.onSignal(sig.(unix.Signal))
 		case e := <-s.reaper.Exits():
 			s.onExit(e)
+		case e := <-s.shareEvents:
+			s.onShareEvent(e)
 		case now := <-timer:
 			s.onTimer(now)
 		}

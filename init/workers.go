@@ -6,8 +6,10 @@ import (
 	"net"
 	"os"
 	"strconv"
+	"strings"
 
 	"github.com/goinit/goinit/listen"
+	"github.com/goinit/goinit/portshare"
 	"github.com/goinit/goinit/reaper"
 )
 
@@ -16,11 +18,17 @@ import (
 type workerEnv struct {
 	files     func(id int) []*os.File
 	listenEnv []string
+	// tcp are the TCP --listen sockets (of the first set with
+	// --balance=reuseport), which a worker's own bind of the same address
+	// gets when ports are shared.
+	tcp []*os.File
 	cgroup    func(id int) (slotCgroup, error)
 	explain   func(id int, st reaper.Status) string
 	// oomCheck reports OOM kills inside running workers; nil without
 	// cgroup limits.
 	oomCheck func(name func(int) string)
+	// sharer shares the ports workers bind themselves; nil when off.
+	sharer *portshare.Sharer
 }
 
 // prepareWorkers binds the --listen sockets and creates the workers'
@@ -47,6 +55,16 @@ func prepareWorkers(cfg *config, log *slog.Logger) (*workerEnv, func(), error) {
 		if err != nil {
 			return env, cleanup, err
 		}
+	}
+	sh, err := openSharer(cfg, env.tcp, log)
+	if err != nil {
+		return env, cleanup, err
+	}
+	if sh != nil {
+		env.sharer = sh
+		// Closed last of all, once every worker is gone: a worker that
+		// binds after its sharer is gone gets ENOSYS.
+		closers = append([]func(){func() { sh.Close() }}, closers...)
 	}
 	closeCgroups, err := openCgroups(cfg, env, log)
 	if closeCgroups != nil {
@@ -93,6 +111,11 @@ func openListeners(cfg *config, env *workerEnv) ([][]*os.File, error) {
 		}
 	}
 	env.listenEnv = listen.Env(addrs, files[0])
+	for i, a := range addrs {
+		if strings.HasPrefix(a.Network, "tcp") {
+			env.tcp = append(env.tcp, files[0][i])
+		}
+	}
 	env.files = func(id int) []*os.File { return files[id%sets] }
 	return files, nil
 }
