@@ -21,9 +21,9 @@ type workerEnv struct {
 	// tcp are the TCP --listen sockets (of the first set with
 	// --balance=reuseport), which a worker's own bind of the same address
 	// gets when ports are shared.
-	tcp []*os.File
-	cgroup    func(id int) (slotCgroup, error)
-	explain   func(id int, st reaper.Status) string
+	tcp     []*os.File
+	cgroup  func(id int) (slotCgroup, error)
+	explain func(id int, st reaper.Status) string
 	// oomCheck reports OOM kills inside running workers; nil without
 	// cgroup limits.
 	oomCheck func(name func(int) string)
