@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # demo.sh GOINIT SERVER [PORT]: goinit's main job on the example server.
 # goinit runs as PID 1 of a new PID namespace (as in a container) with two
-# workers sharing 127.0.0.1:PORT; the demo sends requests, SIGKILLs a worker
+# workers of an unmodified server, each binding 127.0.0.1:PORT itself;
+# goinit answers their bind() with one socket it holds (--share-ports, on by
+# default with --workers). The demo sends requests, SIGKILLs a worker
 # under traffic (goinit restarts it; no request fails), then stops goinit
 # with SIGTERM and shows its exit code.
 set -euo pipefail
@@ -32,11 +34,12 @@ status() {
 ns=()
 if [[ $(id -u) -eq 0 ]] && command -v unshare >/dev/null; then
 	ns=(unshare --pid --fork --mount-proc)
-	echo "== goinit as PID 1 of a new PID namespace: ${ns[*]} $goinit --workers=2 --listen=127.0.0.1:$port -- $server"
+	echo "== goinit as PID 1 of a new PID namespace: HOST=127.0.0.1 PORT=$port ${ns[*]} $goinit --workers=2 -- $server"
 else
 	echo "== not root: goinit runs as a subreaper instead of PID 1"
 fi
-"${ns[@]}" "$goinit" --workers=2 --listen="127.0.0.1:$port" -- "$server" &
+# The server binds $HOST:$PORT itself, as any server does: no --listen.
+HOST=127.0.0.1 PORT=$port "${ns[@]}" "$goinit" --workers=2 -- "$server" &
 outer=$!
 # Any thread of goinit may have forked a worker: read every thread's list.
 children() { cat "/proc/$1"/task/*/children 2>/dev/null || true; }
