@@ -224,7 +224,7 @@ func (p *Pool) abortReload(s *Slot, why string, pid int) {
 	if s.cur != nil {
 		keep = fmt.Sprintf("it keeps running the previous release (pid %d)", s.cur.pid)
 	}
-	msg := fmt.Sprintf("reload failed: %s's %s; rolled back: %s", p.cfg.Name(s.ID), why, keep)
+	msg := fmt.Sprintf("reload failed: %s: %s; rolled back: %s", p.cfg.Name(s.ID), why, keep)
 	if len(kept) > 0 {
 		msg += fmt.Sprintf("; worker(s) %s were not replaced and keep running", strings.Join(kept, ", "))
 	}

@@ -35,7 +35,7 @@ const (
 // workerVars are the variables goinit sets for its workers. They describe
 // the pool a process belongs to, not a setting: a goinit run by a worker
 // reads neither GOINIT_WORKER_ID nor (then) GOINIT_WORKERS as --workers.
-var workerVars = map[string]bool{"GOINIT_WORKER_ID": true, "GOINIT_WORKERS": true}
+var workerVars = map[string]bool{"GOINIT_WORKER_ID": true, "GOINIT_WORKERS": true, "GOINIT_IPC_FD": true, "GOINIT_ROLE": true}
 
 // usageError is a bad flag, variable or value: goinit exits 2.
 type usageError struct{ msg string }
@@ -58,6 +58,15 @@ type config struct {
 
 	policy     cluster.Policy
 	stopSignal unix.Signal
+
+	// ready says when a worker is ready; ipc gives workers a channel to
+	// goinit; reloadSignal (signals.None: none) reloads the workers.
+	ready        cluster.Readiness
+	ipc          bool
+	reloadSignal unix.Signal
+	reloadSurge  int
+	watchdog     time.Duration
+	maxLifetime  time.Duration
 
 	stopTimeout  time.Duration
 	preStopDelay time.Duration
@@ -100,6 +109,9 @@ type flags struct {
 	rewrites, exitMaps                                     []string
 	memoryLimit, memoryHigh, cpuLimit, pidsLimit, cgroupMd string
 	sharePorts                                             string
+	ready, ipc, reloadSignal                               string
+	readyTimeout, watchdog, maxLifetime                    time.Duration
+	reloadSurge                                            int
 	version, help, logReaped                               bool
 
 	// fromEnv maps a flag to the variable that set it, so that a later
@@ -120,6 +132,13 @@ func newFlags() *flags {
 	fs.StringVar(&f.balance, "balance", "shared", "shared: one socket for all workers; reuseport: one SO_REUSEPORT socket per worker")
 	fs.StringVar(&f.sharePorts, "share-ports", "", "share the TCP ports workers bind themselves: auto (every port; default with --workers), off (default for one command), or a list 3000,tcp:8443")
 	fs.StringVar(&f.restart, "restart", "", "always, on-failure or never (default never for a single command, on-failure with --workers)")
+	fs.StringVar(&f.ready, "ready", "auto", "when a worker is ready: auto (listen or message; exec until a worker ever listened), exec, listen, message, notify, delay:DUR")
+	fs.DurationVar(&f.readyTimeout, "ready-timeout", cluster.DefaultReadyTimeout, "a worker not ready by then is a failed start (0 = wait forever)")
+	fs.StringVar(&f.ipc, "ipc", "on", "on: each worker gets a JSON-lines channel to goinit (GOINIT_IPC_FD, Node's process.send); off")
+	fs.StringVar(&f.reloadSignal, "reload-signal", "HUP", "signal that reloads the workers one at a time (with --workers); NONE forwards it instead")
+	fs.IntVar(&f.reloadSurge, "reload-surge", 1, "replacements a reload starts at once")
+	fs.DurationVar(&f.watchdog, "watchdog", 0, "a ready worker silent this long (no WATCHDOG=1 or \"ping\") is hung: SIGABRT, SIGKILL, restart (0 = off)")
+	fs.DurationVar(&f.maxLifetime, "max-lifetime", 0, "replace a worker gracefully after it ran this long, ±10% (0 = never)")
 	fs.DurationVar(&f.restartDelay, "restart-delay", cluster.DefaultRestartDelay, "first restart delay; doubles per crash, ±20% jitter")
 	fs.DurationVar(&f.restartDelayMax, "restart-delay-max", cluster.DefaultRestartDelayMax, "cap on the restart delay")
 	fs.DurationVar(&f.minUptime, "min-uptime", cluster.DefaultMinUptime, "uptime after which a worker's backoff starts again from --restart-delay")
@@ -326,6 +345,9 @@ func (f *flags) config(cpus func() (int, string, error)) (*config, error) {
 		}
 		return nil, usagef("%v", err)
 	}
+	if err := f.readyConfig(c); err != nil {
+		return nil, err
+	}
 	if c.limits, err = f.limits(); err != nil {
 		return nil, err
 	}
@@ -377,6 +399,46 @@ func (f *flags) workerConfig(c *config, cpus func() (int, string, error)) error 
 			return usagef("invalid %s %q: use exit codes from 0 to 255, comma-separated", f.name("permanent-exit-codes"), s)
 		}
 		c.policy.PermanentCodes = append(c.policy.PermanentCodes, n)
+	}
+	return nil
+}
+
+// readyConfig validates readiness, the channel, reloads and recycling.
+func (f *flags) readyConfig(c *config) error {
+	r, err := cluster.ParseReadyMode(f.ready)
+	if err != nil {
+		return usagef("invalid %s: %v", f.name("ready"), err)
+	}
+	if f.readyTimeout < 0 {
+		return usagef("invalid %s %s: must not be negative", f.name("ready-timeout"), f.readyTimeout)
+	}
+	r.Timeout = f.readyTimeout
+	c.ready = r
+	if err := oneOf(f, "ipc", f.ipc, "on", "off"); err != nil {
+		return err
+	}
+	c.ipc = f.ipc == "on" && c.clusterMode
+	if r.Mode == cluster.ReadyMessage && !c.ipc {
+		return usagef("invalid %s: --ready=message needs the channel to goinit, which --ipc=off (or a single command) turns off", f.name("ready"))
+	}
+	if c.reloadSignal, err = signals.ParseTarget(f.reloadSignal); err != nil {
+		return usagef("invalid %s: %v", f.name("reload-signal"), err)
+	}
+	if f.reloadSurge < 1 {
+		return usagef("invalid %s %d: at least 1", f.name("reload-surge"), f.reloadSurge)
+	}
+	c.reloadSurge = f.reloadSurge
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{{"watchdog", f.watchdog}, {"max-lifetime", f.maxLifetime}} {
+		if d.v < 0 {
+			return usagef("invalid %s %s: must not be negative", f.name(d.name), d.v)
+		}
+	}
+	c.watchdog, c.maxLifetime = f.watchdog, f.maxLifetime
+	if c.watchdog > 0 && !c.ipc && r.Mode != cluster.ReadyNotify {
+		return usagef("invalid %s: the watchdog needs heartbeats: --ready=notify (WATCHDOG=1) or the channel (\"ping\", --ipc=on with --workers)", f.name("watchdog"))
 	}
 	return nil
 }

@@ -16,6 +16,8 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"slices"
+	"strings"
 
 	"golang.org/x/sys/unix"
 
@@ -120,15 +122,24 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 		}
 		return "child " + cfg.command[0]
 	}
+	ready := cluster.Readiness{Mode: cluster.ReadyExec}
+	if cfg.clusterMode {
+		ready = cfg.ready
+		sp.io = newProcIO(cfg, log)
+		sp.env = withoutChannelEnv(sp.env, sp.io)
+	}
 	pool := cluster.New(cluster.Config{
 		Workers: cfg.workers, Policy: cfg.policy, Start: sp.start, Log: log, Name: name,
 		Explain: env.explain,
 		Quiet:   !cfg.clusterMode && cfg.policy.Restart == cluster.RestartNever,
+		Ready:   ready, StopSignal: cfg.stopSignal, Group: cfg.groupScope, StopTimeout: cfg.stopTimeout,
+		Surge: cfg.reloadSurge, Release: sp.newRelease, Watchdog: cfg.watchdog, MaxLifetime: cfg.maxLifetime,
 	})
 	sup := &supervisor{cfg: cfg, log: log, reaper: r, pool: pool, sigc: sigc, oomCheck: env.oomCheck, name: name}
 	if env.sharer != nil {
 		sup.shareEvents = env.sharer.Events()
 	}
+	sup.io = sp.io
 	if sp.foreground {
 		sup.tty = &terminal{sigc: sigc}
 	}
@@ -229,6 +240,26 @@ func leaveWorkingDirectory() (string, error) {
 		return "", fmt.Errorf("cannot move goinit to /: %w", err)
 	}
 	return dir, nil
+}
+
+// withoutChannelEnv drops, from the workers' environment, the channel and
+// notify variables goinit replaces with each worker's own: an inherited
+// NODE_CHANNEL_FD would name a descriptor the worker does not have.
+func withoutChannelEnv(env []string, io *procIO) []string {
+	if io == nil {
+		return env
+	}
+	drop := []string{"NODE_CHANNEL_FD=", "NODE_CHANNEL_SERIALIZATION_MODE=", "GOINIT_IPC_FD="}
+	if io.notify != nil {
+		drop = append(drop, "NOTIFY_SOCKET=")
+	}
+	out := make([]string, 0, len(env))
+	for _, kv := range env {
+		if !slices.ContainsFunc(drop, func(p string) bool { return strings.HasPrefix(kv, p) }) {
+			out = append(out, kv)
+		}
+	}
+	return out
 }
 
 // ownsTerminal reports whether stdin is a terminal whose foreground is

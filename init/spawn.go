@@ -54,6 +54,27 @@ type spawner struct {
 	env []string
 	// sharer shares the ports the worker binds itself; nil when off.
 	sharer *portshare.Sharer
+	// io makes each worker's channel to goinit and notify socket; nil
+	// when workers get neither.
+	io *procIO
+	// releases are the commands a reload prepared, by release number;
+	// release 0 is the one goinit started with.
+	releases []string
+}
+
+// newRelease looks the command up again for a reload, so that a new binary
+// on disk is picked up, and returns its release number. The earlier
+// releases stay, so a slot whose replacement failed restarts its own.
+func (s *spawner) newRelease() (int, error) {
+	path, err := resolveCommand(s.cfg.command[0])
+	if err != nil {
+		return 0, err
+	}
+	if len(s.releases) == 0 {
+		s.releases = []string{s.cfg.path}
+	}
+	s.releases = append(s.releases, path)
+	return len(s.releases) - 1, nil
 }
 
 // start starts worker id running release and returns its pid, already
@@ -74,6 +95,20 @@ func (s *spawner) start(id, release int) (int, error) {
 	if s.files != nil {
 		files = s.files(id)
 		env = append(env, s.listenEnv...)
+	}
+	var link *procLink
+	if s.io != nil {
+		l, extra, ioEnv, err := s.io.open(id, 3+len(files))
+		if err != nil {
+			return 0, err
+		}
+		link = l
+		files = append(slices.Clip(files), extra...)
+		env = append(env, ioEnv...)
+	}
+	path := cfg.path
+	if release > 0 && release < len(s.releases) {
+		path = s.releases[release]
 	}
 	attr := &syscall.SysProcAttr{
 		// Each worker leads its own process group, so a signal can reach
@@ -133,16 +168,19 @@ func (s *spawner) start(id, release int) (int, error) {
 			opts.syncFD = 3 + len(files)
 			files = append(files, syncR)
 		}
-		cmd = &exec.Cmd{Path: s.self, Args: append([]string{"goinit", cfg.path}, cfg.command...)}
+		cmd = &exec.Cmd{Path: s.self, Args: append([]string{"goinit", path}, cfg.command...)}
 		env = append(env, shimEnv+"="+opts.String())
 	} else {
-		cmd = &exec.Cmd{Path: cfg.path, Args: cfg.command}
+		cmd = &exec.Cmd{Path: path, Args: cfg.command}
 	}
 	cmd.Env, cmd.ExtraFiles, cmd.SysProcAttr, cmd.Dir = env, files, attr, s.dir
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
 	// A failed chdir in the child comes back as the same ENOENT as a
 	// missing command, so the directory is checked first, to say which.
 	if _, err := os.Stat(s.dir); err != nil {
+		if link != nil {
+			s.io.abort(link)
+		}
 		return 0, &cluster.StartError{Code: 127, Err: fmt.Errorf(
 			"cannot start %s in %s, the directory goinit was started in: %v (it was removed or became inaccessible; restore it, or start goinit in another directory)",
 			cfg.command[0], s.dir, errors.Unwrap(err))}
@@ -151,9 +189,15 @@ func (s *spawner) start(id, release int) (int, error) {
 		if handoff != nil {
 			handoff.Close()
 		}
+		if link != nil {
+			s.io.abort(link)
+		}
 		return 0, startError(cfg.command[0], err)
 	}
 	pid := cmd.Process.Pid
+	if link != nil {
+		s.io.started(link, pid)
+	}
 	if handoff != nil {
 		handoff.Started()
 		// Returns at once; the notification fd arrives from the shim.

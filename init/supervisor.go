@@ -62,6 +62,8 @@ type supervisor struct {
 	// shareEvents reports the ports workers bind and listen on; nil
 	// without --share-ports.
 	shareEvents <-chan portshare.Event
+	// io holds the workers' channels and notify sockets; nil without.
+	io *procIO
 }
 
 // run starts the workers and supervises until every process is gone. It
@@ -90,6 +92,10 @@ func (s *supervisor) run(ctx context.Context) int {
 			s.onExit(e)
 		case e := <-s.shareEvents:
 			s.onShareEvent(e)
+		case e := <-s.io.chanEvents():
+			s.onChannel(e)
+		case e := <-s.io.notifyEvents():
+			s.onNotify(e)
 		case now := <-timer:
 			s.onTimer(now)
 		}
@@ -123,6 +129,15 @@ func (s *supervisor) onSignal(sig unix.Signal) {
 	switch {
 	case signals.IsStop(sig):
 		s.onStopSignal(sig)
+	case s.cfg.clusterMode && sig == s.cfg.reloadSignal:
+		if s.phase != running {
+			s.log.Info(fmt.Sprintf("received SIG%s while stopping; not reloading", signals.Name(sig)))
+			return
+		}
+		s.log.Info(fmt.Sprintf("received SIG%s: reloading the workers (--reload-signal)", signals.Name(sig)))
+		s.pool.Reload(time.Now())
+	case s.cfg.clusterMode && (sig == unix.SIGTTIN || sig == unix.SIGTTOU):
+		s.scaleBy(sig)
 	case signals.IsJobControl(sig):
 		s.onJobControl(sig)
 	case sig == unix.SIGCONT && s.tty != nil:
@@ -139,6 +154,25 @@ func (s *supervisor) onSignal(sig unix.Signal) {
 		s.forward(sig)
 	default:
 		s.forward(sig)
+	}
+}
+
+// scaleBy adds (SIGTTIN) or removes (SIGTTOU) one worker, gunicorn's
+// signals; never fewer than one.
+func (s *supervisor) scaleBy(sig unix.Signal) {
+	if s.phase != running {
+		return
+	}
+	n := s.pool.Workers() + 1
+	if sig == unix.SIGTTOU {
+		n -= 2
+	}
+	if n < 1 {
+		s.log.Info("received SIGTTOU with one worker left; not scaling below 1")
+		return
+	}
+	if err := s.pool.Scale(n, time.Now()); err != nil {
+		s.log.Warn(fmt.Sprintf("cannot scale to %d workers: %v", n, err))
 	}
 }
 
@@ -239,6 +273,9 @@ func (s *supervisor) onExit(e reaper.Exit) {
 	}
 	if e.Supervised {
 		s.pool.HandleExit(e.Pid, e.Status, e.Time)
+		if s.io != nil {
+			s.io.exited(e.Pid)
+		}
 	}
 	if f := s.pool.Failure(); f != nil && s.phase < stopping {
 		s.phase, s.deadline = stopping, time.Now().Add(s.cfg.stopTimeout)

@@ -1,0 +1,215 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"os"
+	"slices"
+	"time"
+
+	"github.com/goinit/goinit/channel"
+	"github.com/goinit/goinit/cluster"
+	"github.com/goinit/goinit/relay"
+	"github.com/goinit/goinit/sdnotify"
+)
+
+// procIO is what goinit keeps for each running worker besides the pool: its
+// channel to goinit (channel) and, with --ready=notify, its NOTIFY_SOCKET
+// (sdnotify). Both are made before the process exists, so they are keyed by
+// a start number, and found by pid once it runs. Its methods run on the
+// supervisor's goroutine.
+type procIO struct {
+	log    *slog.Logger
+	chans  *channel.Hub[uint64]   // nil with --ipc=off
+	notify *sdnotify.Hub[uint64]  // nil unless --ready=notify
+	router *relay.Router
+	seq    uint64
+	byKey  map[uint64]*procLink
+	byPid  map[int]*procLink
+}
+
+// procLink is one worker process's channel and notify socket.
+type procLink struct {
+	key  uint64
+	id   int
+	pid  int
+	conn *channel.Conn[uint64]
+	sock *sdnotify.Socket[uint64]
+	// files are the child's ends, closed in goinit once it started.
+	files []*os.File
+}
+
+// newProcIO returns nil when workers get neither a channel nor a socket.
+func newProcIO(cfg *config, log *slog.Logger) *procIO {
+	if !cfg.ipc && cfg.ready.Mode != cluster.ReadyNotify {
+		return nil
+	}
+	io := &procIO{log: log, router: relay.NewRouter(nil), byKey: map[uint64]*procLink{}, byPid: map[int]*procLink{}}
+	if cfg.ipc {
+		io.chans = channel.NewHub[uint64](channel.Options{Logger: log})
+	}
+	if cfg.ready.Mode == cluster.ReadyNotify {
+		io.notify = sdnotify.NewHub[uint64](sdnotify.Options{Logger: log})
+	}
+	return io
+}
+
+// open makes the channel and socket of the next start of worker id. The
+// channel's child end becomes fd (the first after the worker's sockets);
+// env is what the worker's environment gains.
+func (io *procIO) open(id, fd int) (l *procLink, files []*os.File, env []string, err error) {
+	io.seq++
+	l = &procLink{key: io.seq, id: id}
+	if io.chans != nil {
+		conn, child, err := io.chans.Open(l.key)
+		if err != nil {
+			return nil, nil, nil, fmt.Errorf("worker %d: channel to goinit: %w", id, err)
+		}
+		l.conn, l.files = conn, append(l.files, child)
+		env = append(env, channel.Env(fd)...)
+	}
+	if io.notify != nil {
+		sock, err := io.notify.Open(l.key)
+		if err != nil {
+			io.abort(l)
+			return nil, nil, nil, fmt.Errorf("worker %d: notify socket: %w", id, err)
+		}
+		l.sock = sock
+		env = append(env, sock.Env())
+	}
+	io.byKey[l.key] = l
+	return l, l.files, env, nil
+}
+
+// started records the pid of l's process, after its start.
+func (io *procIO) started(l *procLink, pid int) {
+	l.pid = pid
+	io.byPid[pid] = l
+	for _, f := range l.files {
+		// goinit's copy of the child end: with it closed, the worker's
+		// exit is the channel's end of file.
+		f.Close()
+	}
+	l.files = nil
+	if l.sock != nil {
+		l.sock.SetPID(pid)
+	}
+}
+
+// abort undoes open after a failed start.
+func (io *procIO) abort(l *procLink) {
+	for _, f := range l.files {
+		f.Close()
+	}
+	io.close(l)
+}
+
+// exited closes what pid had.
+func (io *procIO) exited(pid int) {
+	if l, ok := io.byPid[pid]; ok {
+		io.close(l)
+	}
+}
+
+func (io *procIO) close(l *procLink) {
+	if l.conn != nil {
+		l.conn.Close()
+	}
+	if l.sock != nil {
+		l.sock.Close()
+	}
+	delete(io.byKey, l.key)
+	if l.pid > 0 {
+		delete(io.byPid, l.pid)
+	}
+}
+
+// chanEvents and notifyEvents are nil (never ready) when not in use.
+func (io *procIO) chanEvents() <-chan channel.Event[uint64] {
+	if io == nil || io.chans == nil {
+		return nil
+	}
+	return io.chans.Events()
+}
+
+func (io *procIO) notifyEvents() <-chan sdnotify.Event[uint64] {
+	if io == nil || io.notify == nil {
+		return nil
+	}
+	return io.notify.Events()
+}
+
+// onChannel handles one event of a worker's channel.
+func (s *supervisor) onChannel(ev channel.Event[uint64]) {
+	l, ok := s.io.byKey[ev.Key]
+	if !ok || l.pid == 0 {
+		return // its process is gone
+	}
+	now := time.Now()
+	switch ev.Kind {
+	case channel.Ready:
+		s.pool.Ready(l.pid, cluster.Messaged, now)
+	case channel.Ping:
+		s.pool.Heartbeat(l.pid, now)
+	case channel.Message:
+		s.route(l, ev.To, ev.Data)
+	case channel.Closed:
+		s.log.Debug(fmt.Sprintf("worker %d (pid %d) closed its channel to goinit", l.id, l.pid), "worker", l.id, "pid", l.pid)
+	}
+}
+
+// route delivers a worker's message to the workers it names. Only live
+// workers with a channel are recipients: a message to a restarting worker
+// is dropped, not kept for its successor.
+func (s *supervisor) route(from *procLink, to, data json.RawMessage) {
+	live, conns := s.liveWorkers()
+	d := s.io.router.Route(relay.Worker(from.id), to, data, live)
+	if d.Dropped != 0 {
+		s.log.Debug(fmt.Sprintf("worker %d: message dropped (%v)", from.id, d.Dropped), "worker", from.id)
+		return
+	}
+	for _, p := range d.To {
+		if c, ok := conns[p]; ok {
+			c.Send(d.Envelope)
+		}
+	}
+}
+
+// liveWorkers lists the recipients messages may go to: each slot's ready
+// current process that has a channel.
+func (s *supervisor) liveWorkers() (relay.Live, map[relay.Peer]*channel.Conn[uint64]) {
+	var live relay.Live
+	conns := map[relay.Peer]*channel.Conn[uint64]{}
+	for _, sl := range s.pool.Slots() {
+		l, ok := s.io.byPid[sl.Pid]
+		if sl.Pid == 0 || !ok || l.conn == nil || sl.State != cluster.Running {
+			continue
+		}
+		live.Workers = append(live.Workers, sl.ID)
+		conns[relay.Worker(sl.ID)] = l.conn
+	}
+	slices.Sort(live.Workers)
+	return live, conns
+}
+
+// onNotify handles one sd_notify datagram of a worker.
+func (s *supervisor) onNotify(ev sdnotify.Event[uint64]) {
+	l, ok := s.io.byKey[ev.Key]
+	if !ok || l.pid == 0 {
+		return
+	}
+	now := time.Now()
+	if ev.StatusSet {
+		s.log.Debug(fmt.Sprintf("worker %d (pid %d) status: %s", l.id, l.pid, ev.Status), "worker", l.id, "pid", l.pid)
+	}
+	if ev.Ready {
+		s.pool.Ready(l.pid, cluster.Notified, now)
+	}
+	if ev.Watchdog {
+		s.pool.Heartbeat(l.pid, now)
+	}
+	if ev.Stopping {
+		s.log.Debug(fmt.Sprintf("worker %d (pid %d) is stopping (STOPPING=1)", l.id, l.pid), "worker", l.id, "pid", l.pid)
+	}
+}

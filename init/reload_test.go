@@ -1,0 +1,261 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// answer is one reply of the bindserver.
+type answer struct {
+	Pid     int    `json:"pid"`
+	Worker  string `json:"worker"`
+	Version string `json:"version"`
+}
+
+// load keeps 4 clients sending requests, each on a new connection, to addr
+// until stop is called (or 60 s pass), and counts what happened to them.
+type load struct {
+	mu       sync.Mutex
+	refused  int      // connect failed: the port was not accepting
+	failed   []string // connected, but no complete answer
+	answered int
+	seen     map[answer]bool
+
+	stopc chan struct{}
+	wg    sync.WaitGroup
+}
+
+func startLoad(addr string) *load {
+	l := &load{seen: map[answer]bool{}, stopc: make(chan struct{})}
+	deadline := time.Now().Add(60 * time.Second)
+	for range 4 {
+		l.wg.Add(1)
+		go func() {
+			defer l.wg.Done()
+			for time.Now().Before(deadline) {
+				select {
+				case <-l.stopc:
+					return
+				default:
+				}
+				l.one(addr)
+			}
+		}()
+	}
+	return l
+}
+
+func (l *load) one(addr string) {
+	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		l.mu.Lock()
+		l.refused++
+		l.mu.Unlock()
+		return
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	fmt.Fprintf(conn, "GET / HTTP/1.0\r\n\r\n")
+	b, err := io.ReadAll(conn)
+	var a answer
+	ok := err == nil && strings.HasPrefix(string(b), "HTTP/1.0 200") && strings.Contains(string(b), "\r\n\r\n")
+	if ok {
+		ok = json.Unmarshal([]byte(string(b)[strings.Index(string(b), "\r\n\r\n")+4:]), &a) == nil
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !ok {
+		l.failed = append(l.failed, fmt.Sprintf("%v %q %s", err, b, conn.LocalAddr()))
+		return
+	}
+	l.answered++
+	l.seen[a] = true
+}
+
+// stop ends the load and returns its counts.
+func (l *load) stop(t *testing.T) {
+	t.Helper()
+	close(l.stopc)
+	l.wg.Wait()
+	t.Logf("load: %d answered, %d refused, %d failed %v", l.answered, l.refused, len(l.failed), l.failed)
+}
+
+// versionsSeen is what the load saw since reset, by version.
+func (l *load) since(version string) map[answer]bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := map[answer]bool{}
+	for a := range l.seen {
+		if a.Version == version {
+			out[a] = true
+		}
+	}
+	return out
+}
+
+// release writes the command script the workers run: exec the bindserver
+// as version v, or body instead when it is not empty (a broken release).
+func release(t *testing.T, script, v, body string) {
+	t.Helper()
+	if body == "" {
+		body = fmt.Sprintf("APP_VERSION=%s exec %s", v, bindServer(t))
+	}
+	tmp := script + ".tmp"
+	if err := os.WriteFile(tmp, []byte("#!/bin/sh\n"+body+"\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, script); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// waitLogN waits until goinit's stderr has had n lines containing s.
+func waitLogN(t *testing.T, p *proc, s string, n int, timeout time.Duration) {
+	t.Helper()
+	eventually(t, timeout, fmt.Sprintf("%d log line(s) %q", n, s), func() bool { return strings.Count(p.errText(), s) >= n })
+}
+
+// TestReloadUnderLoad reloads 2 workers under a steady load, sharing the
+// port the server binds itself and with --listen in both balance modes:
+// no connection is refused, no request fails, every worker is replaced,
+// ids are kept, and the new code on disk is what serves afterwards.
+func TestReloadUnderLoad(t *testing.T) {
+	requireRoot(t)
+	for _, c := range []struct {
+		name   string
+		listen bool
+		args   []string
+	}{
+		{"shared port", false, nil},
+		{"listen shared", true, []string{"--balance=shared"}},
+		{"listen reuseport", true, []string{"--balance=reuseport"}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			port := freePort(t)
+			addr := fmt.Sprintf("127.0.0.1:%d", port)
+			script := filepath.Join(t.TempDir(), "serve")
+			release(t, script, "1", "")
+			args := append([]string{"--workers=2", "--stop-timeout=10s"}, c.args...)
+			if c.listen {
+				args = append(args, "--listen="+addr)
+			}
+			args = append(args, "--", script)
+			p := start(t, runOpts{pid1: true, env: []string{"APP_ADDR=" + addr}}, args...)
+			defer p.cmd.Process.Signal(syscall.SIGKILL)
+			old := answeringPids(t, "tcp", addr, 2)
+
+			l := startLoad(addr)
+			time.Sleep(200 * time.Millisecond) // load running before the reload
+			release(t, script, "2", "")
+			p.signal(syscall.SIGHUP)
+			waitLogN(t, p, "reload complete: 2 worker(s) replaced", 1, 30*time.Second)
+			eventually(t, 10*time.Second, "version 2 answering from both workers", func() bool {
+				ids := map[string]bool{}
+				for a := range l.since("2") {
+					ids[a.Worker] = true
+				}
+				return ids["0"] && ids["1"]
+			})
+			l.stop(t)
+			if l.refused != 0 || len(l.failed) != 0 {
+				t.Fatalf("reload under load: %d refused, %d failed", l.refused, len(l.failed))
+			}
+			for a := range l.since("2") {
+				if old[a.Pid] {
+					t.Errorf("pid %d served version 2: not replaced", a.Pid)
+				}
+			}
+			p.signal(syscall.SIGTERM)
+			if code := p.wait(20 * time.Second); code != 0 {
+				t.Fatalf("exit %d", code)
+			}
+		})
+	}
+}
+
+// TestReloadRollsBack reloads to a release that exits at start and to one
+// that never becomes ready: each time the reload stops with one line that
+// says what failed and how to retry, the old workers keep serving every
+// request, and goinit stays up; after the code is fixed, a reload succeeds.
+func TestReloadRollsBack(t *testing.T) {
+	requireRoot(t)
+	port := freePort(t)
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	script := filepath.Join(t.TempDir(), "serve")
+	release(t, script, "1", "")
+	p := start(t, runOpts{pid1: true, env: []string{"APP_ADDR=" + addr}}, "--workers=2", "--ready-timeout=2s", "--", script)
+	defer p.cmd.Process.Signal(syscall.SIGKILL)
+	answeringPids(t, "tcp", addr, 2)
+	l := startLoad(addr)
+
+	release(t, script, "", "echo broken release >&2; exit 3")
+	p.signal(syscall.SIGHUP)
+	waitLogN(t, p, "reload failed", 1, 30*time.Second)
+	if !strings.Contains(p.errText(), "exited with code 3 before it was ready") || !strings.Contains(p.errText(), "rolled back") ||
+		!strings.Contains(p.errText(), "reload again") {
+		t.Fatalf("the failure line does not say what failed and how to retry:\n%s", p.errText())
+	}
+
+	release(t, script, "", "exec sleep 1000") // runs, never listens
+	p.signal(syscall.SIGHUP)
+	waitLogN(t, p, "reload failed", 2, 30*time.Second)
+	if !strings.Contains(p.errText(), "was not ready within 2s (--ready-timeout") {
+		t.Fatalf("the failure line does not name the timeout:\n%s", p.errText())
+	}
+
+	release(t, script, "3", "")
+	p.signal(syscall.SIGHUP)
+	waitLogN(t, p, "reload complete", 1, 30*time.Second)
+	eventually(t, 10*time.Second, "version 3 answering", func() bool { return len(l.since("3")) >= 1 })
+	l.stop(t)
+	if l.refused != 0 || len(l.failed) != 0 {
+		t.Fatalf("%d refused, %d failed across two failed reloads and a good one", l.refused, len(l.failed))
+	}
+	if len(l.since("")) != 0 {
+		t.Fatal("a broken release answered")
+	}
+	p.signal(syscall.SIGTERM)
+	if code := p.wait(20 * time.Second); code != 0 {
+		t.Fatalf("exit %d: goinit must not fail because a reload did", code)
+	}
+}
+
+// TestScaleBySignals adds a worker with SIGTTIN and removes one with
+// SIGTTOU (gunicorn's signals) under load: no request fails.
+func TestScaleBySignals(t *testing.T) {
+	requireRoot(t)
+	port := freePort(t)
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	p := start(t, runOpts{pid1: true, env: []string{"APP_ADDR=" + addr, "APP_VERSION=1"}}, "--workers=1", "--", bindServer(t))
+	defer p.cmd.Process.Signal(syscall.SIGKILL)
+	answeringPids(t, "tcp", addr, 1)
+	l := startLoad(addr)
+	// One at a time: two SIGTTIN sent at once may arrive as one.
+	p.signal(syscall.SIGTTIN)
+	waitLogN(t, p, "scaled from 1 to 2 worker(s)", 1, 10*time.Second)
+	p.signal(syscall.SIGTTIN)
+	waitLogN(t, p, "scaled from 2 to 3 worker(s)", 1, 10*time.Second)
+	eventually(t, 10*time.Second, "3 workers answering", func() bool {
+		ids := map[string]bool{}
+		for a := range l.since("1") {
+			ids[a.Worker] = true
+		}
+		return len(ids) == 3
+	})
+	p.signal(syscall.SIGTTOU)
+	waitLogN(t, p, "scaled from 3 to 2 worker(s)", 1, 10*time.Second)
+	waitLogN(t, p, "worker 2 (pid", 1, 10*time.Second)
+	l.stop(t)
+	if l.refused != 0 || len(l.failed) != 0 {
+		t.Fatalf("scaling under load: %d refused, %d failed", l.refused, len(l.failed))
+	}
+}
