@@ -21,8 +21,8 @@ import (
 // supervisor's goroutine.
 type procIO struct {
 	log    *slog.Logger
-	chans  *channel.Hub[uint64]   // nil with --ipc=off
-	notify *sdnotify.Hub[uint64]  // nil unless --ready=notify
+	chans  *channel.Hub[uint64]  // nil with --ipc=off
+	notify *sdnotify.Hub[uint64] // nil unless --ready=notify
 	router *relay.Router
 	seq    uint64
 	byKey  map[uint64]*procLink
