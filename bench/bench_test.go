@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -44,6 +45,13 @@ func TestHarnessTiny(t *testing.T) {
 		// The fault figure runs the Node app only.
 		if _, err := exec.LookPath("node"); err == nil {
 			figs = append(figs, "6. failed requests")
+			// The unmodified app under --share-ports is measured where
+			// the same app on fd 3 is.
+			for _, fig := range []string{"4. requests/s, Node app, new connection per request", "6. failed requests, "} {
+				if !hasRow(report, fig, shareContender) {
+					t.Errorf("table has no %q row for %s", fig, shareContender)
+				}
+			}
 		}
 	}
 	for _, fig := range figs {
@@ -109,6 +117,14 @@ func checkTable(t *testing.T, md string) {
 			t.Errorf("figure %q has no goinit reference row with a value (÷ goinit = \"1 (ref)\")", fig)
 		}
 	}
+}
+
+// hasRow reports whether the report has a value for contender in a figure
+// whose name starts with fig.
+func hasRow(r *Report, fig, contender string) bool {
+	return slices.ContainsFunc(r.Rows, func(row Row) bool {
+		return strings.HasPrefix(row.Figure, fig) && row.Contender == contender && row.Value.N > 0
+	})
 }
 
 // cells counts the cells of a Markdown table row, ignoring escaped pipes.

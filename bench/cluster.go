@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -29,6 +30,11 @@ const (
 
 // refContender is the row the cluster figures are divided by.
 const refContender = "goinit shared"
+
+// shareContender is the unmodified Node app, binding its own port, under
+// goinit's --share-ports: the row to read next to refContender, the same
+// app rewritten for socket activation.
+const shareContender = "goinit share-ports"
 
 // clusterPeer is one way of running N workers of an app on one port.
 type clusterPeer struct {
@@ -76,7 +82,7 @@ func (h *harness) clusterPeers(app string, names ...string) ([]clusterPeer, erro
 	var all []clusterPeer
 	appArgv, appTools := []string{t.GoServer}, []string{"goserver"}
 	if app == nodeApp {
-		appArgv, appTools = []string{t.Node, t.NodeServer}, []string{"node", "server.js"}
+		appArgv, appTools = []string{t.Node, t.NodeServer}, []string{"node", "nodeserver/server.js"}
 	}
 	for _, balance := range []string{"shared", "reuseport"} {
 		all = append(all, clusterPeer{
@@ -92,7 +98,15 @@ func (h *harness) clusterPeers(app string, names ...string) ([]clusterPeer, erro
 	if app == nodeApp {
 		all = append(all,
 			clusterPeer{
-				name: "node cluster", app: app, tools: []string{"node", "cluster.js"}, supervised: true,
+				name: shareContender, app: app, tools: []string{"node", "nodeapp/app.js"}, supervised: true,
+				note: "examples/nodeapp, unmodified: listen(PORT) in each worker, no --listen; --share-ports=auto",
+				start: func(port, n int) (*clusterRun, error) {
+					return h.startSupervised(port, []string{t.Goinit, "--workers=" + strconv.Itoa(n), "--share-ports=auto",
+						"--", t.Node, t.NodeApp}, startOptions{env: []string{"PORT=" + strconv.Itoa(port)}})
+				},
+			},
+			clusterPeer{
+				name: "node cluster", app: app, tools: []string{"node", "nodeserver/cluster.js"}, supervised: true,
 				note: "examples/nodeserver/cluster.js, round-robin; re-forks 100 ms after a crash, like goinit",
 				start: func(port, n int) (*clusterRun, error) {
 					return h.startSupervised(port, []string{t.Node, t.NodeCluster}, startOptions{env: []string{
@@ -100,7 +114,7 @@ func (h *harness) clusterPeers(app string, names ...string) ([]clusterPeer, erro
 				},
 			},
 			clusterPeer{
-				name: "pm2", app: app, tools: []string{"node", "pm2-runtime", "server.js"}, supervised: true,
+				name: "pm2", app: app, tools: []string{"node", "pm2-runtime", "nodeserver/server.js"}, supervised: true,
 				note: "pm2-runtime -i N (pm2 cluster mode)",
 				start: func(port, n int) (*clusterRun, error) {
 					home, err := os.MkdirTemp(h.tmp, "pm2-")
@@ -134,8 +148,11 @@ func (h *harness) clusterPeers(app string, names ...string) ([]clusterPeer, erro
 	return out, nil
 }
 
-// startSupervised starts a supervisor that runs the workers itself.
+// startSupervised starts a supervisor that runs the workers itself, with a
+// /proc of its own PID namespace, as in a container: goinit reads the
+// binds of its workers there.
 func (h *harness) startSupervised(port int, argv []string, o startOptions) (*clusterRun, error) {
+	o.ownProc = true
 	p, err := h.launch.start(argv, o)
 	if err != nil {
 		return nil, err
@@ -186,14 +203,37 @@ func newClient() *http.Client {
 	}
 }
 
-// freePort returns a TCP port on 127.0.0.1 that was free a moment ago.
+// freePort returns a TCP port that was free a moment ago on every address
+// of both families, below the kernel's ephemeral range. Apps that bind for
+// themselves bind [::], and a port in the ephemeral range can be taken in
+// the meantime as the source port of a client's connection, or still be
+// held by one in TIME_WAIT after an earlier load (wrk closes its
+// keep-alive connections first): then even SO_REUSEADDR gets EADDRINUSE.
 func freePort() (int, error) {
-	l, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("find a free port: %w", err)
+	low := 32768 // Linux's default ip_local_port_range starts here
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		if f := strings.Fields(string(b)); len(f) == 2 {
+			if n, err := strconv.Atoi(f[0]); err == nil {
+				low = n
+			}
+		}
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
+	const base = 10000 // above the ports services usually have
+	if low <= base+100 {
+		return 0, fmt.Errorf("find a free port: the ephemeral range starts at %d, leaving none below it above %d", low, base)
+	}
+	var lastErr error
+	for range 100 {
+		port := base + rand.IntN(low-base)
+		l, err := net.Listen("tcp", ":"+strconv.Itoa(port))
+		if err != nil {
+			lastErr = err
+			continue
+		}
+		l.Close()
+		return port, nil
+	}
+	return 0, fmt.Errorf("find a free port: 100 random ports between %d and %d in use, the last: %w", base, low, lastErr)
 }
 
 // url returns the address of path on the contender.

@@ -13,7 +13,8 @@
 // The package owns every process it starts: each contender runs in its own
 // process group and, when the kernel allows it, as PID 1 of a fresh PID
 // namespace, exactly as in a container, so that killing it ends everything
-// under it. It never signals a process it did not start, except pm2 daemons
+// under it; cluster contenders also get a mount namespace with a /proc of
+// their PID namespace, as a container runtime gives them. It never signals a process it did not start, except pm2 daemons
 // whose PM2_HOME is one of its own temporary directories. All network traffic
 // goes to 127.0.0.1, and every loop is bounded in count and in time.
 //

@@ -19,6 +19,9 @@ type launcher struct {
 	// container. Without it, supervisors must be asked to become child
 	// subreapers to adopt orphans.
 	pidNS bool
+	// procns is the program that gives a contender started with ownProc
+	// a /proc of its own PID namespace.
+	procns string
 }
 
 // proc is one process the harness started, with everything under it.
@@ -46,19 +49,29 @@ type startOptions struct {
 	// plain runs the process in the harness's PID namespace even when the
 	// launcher uses namespaces.
 	plain bool
+	// ownProc, with a PID namespace, also gives the process a mount
+	// namespace with a /proc of its PID namespace, as container runtimes
+	// do: it starts through procns, which mounts it and execs argv, so
+	// argv is still PID 1 and the process the harness watches.
+	ownProc bool
 }
 
 // start runs argv in its own process group (and PID namespace, if the
 // launcher has them). If the harness dies, the kernel kills the process.
 func (l launcher) start(argv []string, o startOptions) (*proc, error) {
+	nsFlags := 0
+	if l.pidNS && !o.plain {
+		nsFlags = syscall.CLONE_NEWPID
+		if o.ownProc {
+			nsFlags |= syscall.CLONE_NEWNS
+			argv = append([]string{l.procns}, argv...)
+		}
+	}
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Env = append(os.Environ(), o.env...)
 	cmd.Dir = o.dir
 	cmd.ExtraFiles = o.files
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if l.pidNS && !o.plain {
-		cmd.SysProcAttr.Cloneflags = syscall.CLONE_NEWPID
-	}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL, Cloneflags: uintptr(nsFlags)}
 	p := &proc{cmd: cmd, stderr: &tailBuffer{max: 4096}, done: make(chan struct{})}
 	cmd.Stderr = p.stderr
 	var stdout io.ReadCloser

@@ -65,7 +65,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	defer os.RemoveAll(h.tmp)
 	defer h.killStrayPM2()
 	nsErr := probePIDNamespace(tools.True)
-	h.launch = launcher{pidNS: nsErr == nil}
+	h.launch = launcher{pidNS: nsErr == nil, procns: tools.ProcNS}
 	h.header(ctx, nsErr)
 
 	sections := []section{

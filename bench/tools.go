@@ -29,11 +29,18 @@ type Tools struct {
 	PM2Runtime string
 	// SigChild and OrphanStorm are built from bench/apps.
 	SigChild, OrphanStorm string
+	// ProcNS is built from init/testdata/procns: it mounts a /proc of its
+	// new PID namespace and execs the contender, as a container runtime
+	// does.
+	ProcNS string
 	// GoServer is built from examples/goserver.
 	GoServer string
 	// NodeServer and NodeCluster are examples/nodeserver/server.js and
 	// cluster.js.
 	NodeServer, NodeCluster string
+	// NodeApp is examples/nodeapp/app.js, the same app binding its own
+	// port.
+	NodeApp string
 	// True and Sleep are the system's, used as trivial children.
 	True, Sleep string
 	// Missing maps the name of each absent tool to the reason.
@@ -65,6 +72,7 @@ func findTools(ctx context.Context, root, cache string) (Tools, error) {
 	t.Goinit = build("./init", "goinit")
 	t.SigChild = build("./bench/apps/sigchild", "sigchild")
 	t.OrphanStorm = build("./bench/apps/orphanstorm", "orphanstorm")
+	t.ProcNS = build("./init/testdata/procns", "procns")
 	if err != nil {
 		return t, err
 	}
@@ -102,11 +110,11 @@ func findTools(ctx context.Context, root, cache string) (Tools, error) {
 	t.Sleep = look("sleep")
 	for _, f := range []struct {
 		path *string
-		name string
-	}{{&t.NodeServer, "server.js"}, {&t.NodeCluster, "cluster.js"}} {
-		p := filepath.Join(root, "examples", "nodeserver", f.name)
+		name string // tool name and path below examples/
+	}{{&t.NodeServer, "nodeserver/server.js"}, {&t.NodeCluster, "nodeserver/cluster.js"}, {&t.NodeApp, "nodeapp/app.js"}} {
+		p := filepath.Join(root, "examples", filepath.FromSlash(f.name))
 		if _, err := os.Stat(p); err != nil {
-			t.Missing[f.name] = "examples/nodeserver/" + f.name + " does not exist"
+			t.Missing[f.name] = "examples/" + f.name + " does not exist"
 			continue
 		}
 		*f.path = p
