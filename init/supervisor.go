@@ -171,6 +171,13 @@ func (s *supervisor) scaleBy(sig unix.Signal) {
 		s.log.Info("received SIGTTOU with one worker left; not scaling below 1")
 		return
 	}
+	if s.cfg.balance == "reuseport" && len(s.cfg.listen) > 0 && n < s.cfg.workers {
+		// Each starting slot has its own SO_REUSEPORT socket, which goinit
+		// holds: with its worker gone, the connections the kernel hashes
+		// to it would wait for an accept that never comes.
+		s.log.Warn(fmt.Sprintf("not scaling below %d workers with --balance=reuseport: the removed worker's socket would keep receiving connections; use --balance=shared to scale down", s.cfg.workers))
+		return
+	}
 	if err := s.pool.Scale(n, time.Now()); err != nil {
 		s.log.Warn(fmt.Sprintf("cannot scale to %d workers: %v", n, err))
 	}
