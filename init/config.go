@@ -67,6 +67,8 @@ type config struct {
 	reloadSurge  int
 	watchdog     time.Duration
 	maxLifetime  time.Duration
+	// memoryRecycle replaces a worker whose cgroup uses more; 0 = never.
+	memoryRecycle int64
 
 	stopTimeout  time.Duration
 	preStopDelay time.Duration
@@ -108,6 +110,7 @@ type flags struct {
 	scope, orphans, pdeathsig, user, logFormat, logLevel   string
 	rewrites, exitMaps                                     []string
 	memoryLimit, memoryHigh, cpuLimit, pidsLimit, cgroupMd string
+	memoryRecycle                                          string
 	sharePorts                                             string
 	ready, ipc, reloadSignal                               string
 	readyTimeout, watchdog, maxLifetime                    time.Duration
@@ -155,6 +158,7 @@ func newFlags() *flags {
 	fs.StringVar(&f.pdeathsig, "pdeathsig", "", "signal goinit receives when its parent dies (when not PID 1)")
 	fs.StringVar(&f.user, "user", "", "run the command as NAME|UID[:GROUP|GID]")
 	fs.StringVar(&f.memoryLimit, "memory-limit", "", "per-worker memory limit: 256Mi, 1G, bytes")
+	fs.StringVar(&f.memoryRecycle, "memory-recycle", "", "replace a worker gracefully once its cgroup memory passes SIZE, before --memory-limit kills it: 200Mi")
 	fs.StringVar(&f.memoryHigh, "memory-high", "", "per-worker memory throttling threshold (cgroup v2): 200Mi")
 	fs.StringVar(&f.cpuLimit, "cpu-limit", "", "per-worker CPU limit in CPUs: 0.5, 2, 500m")
 	fs.StringVar(&f.pidsLimit, "pids-limit", "", "per-worker limit on processes and threads")
@@ -350,6 +354,14 @@ func (f *flags) config(cpus func() (int, string, error)) (*config, error) {
 	}
 	if c.limits, err = f.limits(); err != nil {
 		return nil, err
+	}
+	if f.memoryRecycle != "" {
+		if c.memoryRecycle, err = cgroup.ParseSize(f.memoryRecycle); err != nil {
+			return nil, usagef("invalid %s: %v", f.name("memory-recycle"), err)
+		}
+		if c.limits.Memory == 0 || c.memoryRecycle >= c.limits.Memory {
+			return nil, usagef("invalid %s %s: it must come with a larger --memory-limit, whose cgroup goinit reads the worker's memory from (e.g. --memory-limit=256Mi --memory-recycle=200Mi)", f.name("memory-recycle"), f.memoryRecycle)
+		}
 	}
 	if f.user != "" {
 		if c.user, err = lookupUser(f.user); err != nil {

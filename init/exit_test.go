@@ -147,6 +147,19 @@ func TestBadInput(t *testing.T) {
 		{[]string{"--max-restarts=-2", "--", "true"}, nil, "--max-restarts"},
 		{[]string{"--permanent-exit-codes=x", "--", "true"}, nil, "--permanent-exit-codes"},
 		{[]string{"--restart-delay=1s", "--restart-delay-max=10ms", "--", "true"}, nil, "--restart-delay-max"},
+		{[]string{"--workers=2", "--ready=soon", "--", "true"}, nil, "auto, exec, listen, message, notify or delay:DUR"},
+		{[]string{"--workers=2", "--ready=delay:x", "--", "true"}, nil, "delay:2s"},
+		{[]string{"--workers=2", "--", "true"}, []string{"GOINIT_READY=delay:-1s"}, "$GOINIT_READY"},
+		{[]string{"--workers=2", "--ready-timeout=-1s", "--", "true"}, nil, "--ready-timeout"},
+		{[]string{"--ready=message", "--", "true"}, nil, "needs the channel to goinit"},
+		{[]string{"--workers=2", "--ipc=maybe", "--", "true"}, nil, "--ipc"},
+		{[]string{"--workers=2", "--reload-signal=NOPE", "--", "true"}, nil, "--reload-signal"},
+		{[]string{"--workers=2", "--reload-surge=0", "--", "true"}, nil, "--reload-surge"},
+		{[]string{"--workers=2", "--ipc=off", "--watchdog=5s", "--", "true"}, nil, "the watchdog needs heartbeats"},
+		{[]string{"--workers=2", "--max-lifetime=-1m", "--", "true"}, nil, "--max-lifetime"},
+		{[]string{"--workers=2", "--memory-recycle=100Mi", "--", "true"}, nil, "must come with a larger --memory-limit"},
+		{[]string{"--workers=2", "--memory-limit=64Mi", "--memory-recycle=1Gi", "--", "true"}, nil, "--memory-recycle"},
+		{[]string{"--workers=2", "--memory-recycle=lots", "--", "true"}, nil, "--memory-recycle"},
 	}
 	for _, c := range cases {
 		got, stderr := runToEnd(t, runOpts{env: c.env}, c.args...)

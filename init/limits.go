@@ -25,6 +25,7 @@ type limiter struct {
 	h     *cgroup.Hierarchy
 	log   *slog.Logger
 	slots map[int]*slotOOM
+	cg    map[int]*cgroup.Slot // each slot's cgroup, for its memory usage
 }
 
 // oomCounter is what the limiter reads of a slot: *cgroup.Slot.
@@ -86,11 +87,12 @@ func openCgroups(cfg *config, env *workerEnv, log *slog.Logger) (func(), error) 
 	case err != nil:
 		return nil, fmt.Errorf("cannot apply per-worker limits: %w", err)
 	}
-	l := &limiter{h: h, log: log, slots: map[int]*slotOOM{}}
+	l := &limiter{h: h, log: log, slots: map[int]*slotOOM{}, cg: map[int]*cgroup.Slot{}}
 	log.Info(fmt.Sprintf("per-worker limits: %s (cgroup v%d)", limits, h.Version()))
 	env.cgroup = l.slot
 	env.explain = l.explain
 	env.oomCheck = l.check
+	env.memoryOver = l.memoryOver
 	return func() {
 		if err := h.Close(); err != nil {
 			log.Warn("cannot remove worker cgroups", "err", err)
@@ -124,8 +126,26 @@ func (l *limiter) slot(id int) (slotCgroup, error) {
 	if err != nil {
 		return nil, err
 	}
+	l.cg[id] = s
 	l.started(id, s)
 	return s, nil
+}
+
+// memoryOver lists the running slots whose cgroup uses more than limit
+// bytes (--memory-recycle), read from the cgroup itself: the whole worker,
+// children included, as the OOM killer counts it.
+func (l *limiter) memoryOver(limit int64) []int {
+	var out []int
+	for _, id := range slices.Sorted(maps.Keys(l.slots)) {
+		c, ok := l.cg[id]
+		if !ok || !l.slots[id].running {
+			continue
+		}
+		if u, err := c.Usage(); err == nil && u.MemoryBytes > limit {
+			out = append(out, id)
+		}
+	}
+	return out
 }
 
 // started begins the OOM accounting of a worker started in slot id: kills

@@ -657,3 +657,25 @@ func TestLimiterOOMAccounting(t *testing.T) {
 		t.Errorf("OOMKills() = %v, want map[0:3 1:3]", got)
 	}
 }
+
+// TestMemoryRecycle checks --memory-recycle: a worker whose cgroup memory
+// passes the size is replaced gracefully, before --memory-limit would
+// OOM-kill it: its successor starts first and the old one drains.
+func TestMemoryRecycle(t *testing.T) {
+	requireCgroupV1(t)
+	needTool(t, "python3")
+	script := `import time; b = bytearray(40 << 20); print("allocated", flush=True); time.sleep(1000)`
+	p := start(t, runOpts{pid1: true}, "--workers=1", "--ready=exec", "--memory-limit=96Mi", "--memory-recycle=24Mi",
+		"--", "python3", "-c", script)
+	defer p.cmd.Process.Signal(syscall.SIGKILL)
+	p.waitLine("allocated", 20*time.Second)
+	waitLogN(t, p, "recycling (its memory passed 24MiB (--memory-recycle))", 1, 15*time.Second)
+	waitLogN(t, p, "replaced by pid", 1, 15*time.Second)
+	if strings.Contains(p.errText(), "OOM killer") {
+		t.Fatalf("the worker was OOM-killed instead of recycled:\n%s", p.errText())
+	}
+	p.signal(syscall.SIGTERM)
+	if code := p.wait(20 * time.Second); code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+}

@@ -135,7 +135,7 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 		Ready:   ready, StopSignal: cfg.stopSignal, Group: cfg.groupScope, StopTimeout: cfg.stopTimeout,
 		Surge: cfg.reloadSurge, Release: sp.newRelease, Watchdog: cfg.watchdog, MaxLifetime: cfg.maxLifetime,
 	})
-	sup := &supervisor{cfg: cfg, log: log, reaper: r, pool: pool, sigc: sigc, oomCheck: env.oomCheck, name: name}
+	sup := &supervisor{cfg: cfg, log: log, reaper: r, pool: pool, sigc: sigc, oomCheck: env.oomCheck, memoryOver: env.memoryOver, name: name}
 	if env.sharer != nil {
 		sup.shareEvents = env.sharer.Events()
 	}

@@ -9,6 +9,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/goinit/goinit/cgroup"
 	"github.com/goinit/goinit/cluster"
 	"github.com/goinit/goinit/portshare"
 	"github.com/goinit/goinit/reaper"
@@ -55,7 +56,9 @@ type supervisor struct {
 	// oomCheckInterval; nil without cgroup limits.
 	oomCheck  func(name func(int) string)
 	nextCheck time.Time
-	name      func(int) string
+	// memoryOver lists slots over a memory size, for --memory-recycle.
+	memoryOver func(limit int64) []int
+	name       func(int) string
 
 	// tty is the terminal lent to a single command; nil otherwise.
 	tty *terminal
@@ -294,6 +297,11 @@ func (s *supervisor) onTimer(now time.Time) {
 	s.pool.Due(now)
 	if s.oomCheck != nil && !now.Before(s.nextCheck) {
 		s.oomCheck(s.name)
+		if s.cfg.memoryRecycle > 0 && s.phase == running {
+			for _, id := range s.memoryOver(s.cfg.memoryRecycle) {
+				s.pool.Recycle(id, fmt.Sprintf("its memory passed %s (--memory-recycle)", cgroup.FormatBytes(s.cfg.memoryRecycle)), now)
+			}
+		}
 		s.nextCheck = now.Add(oomCheckInterval)
 	}
 	if s.deadline.IsZero() || now.Before(s.deadline) {

@@ -27,6 +27,9 @@ type workerEnv struct {
 	// oomCheck reports OOM kills inside running workers; nil without
 	// cgroup limits.
 	oomCheck func(name func(int) string)
+	// memoryOver lists the slots using more memory than a limit; nil
+	// without cgroup limits.
+	memoryOver func(limit int64) []int
 	// sharer shares the ports workers bind themselves; nil when off.
 	sharer *portshare.Sharer
 }
