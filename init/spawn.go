@@ -96,6 +96,7 @@ func (s *spawner) start(id, release int) (int, error) {
 		files = s.files(id)
 		env = append(env, s.listenEnv...)
 	}
+	sockets := len(files) // LISTEN_FDS; the channel and handoff fds come after
 	var link *procLink
 	if s.io != nil {
 		l, extra, ioEnv, err := s.io.open(id, 3+len(files))
@@ -127,7 +128,7 @@ func (s *spawner) start(id, release int) (int, error) {
 			return 0, fmt.Errorf("worker %d cgroup: %w", id, err)
 		}
 	}
-	opts := shimOptions{listen: len(files) > 0, oomScore: s.oomScore}
+	opts := shimOptions{listen: sockets > 0, oomScore: s.oomScore}
 	var handoff *portshare.Handoff
 	if s.sharer != nil {
 		var err error
