@@ -12,8 +12,10 @@ import (
 // itself. An error wraps [ErrUnavailable] and names the cause: the
 // architecture has no filter, seccomp(2) is missing or forbidden (a
 // container's seccomp profile), the kernel lacks user notification or
-// SECCOMP_IOCTL_NOTIF_ADDFD (5.9), or pidfd_getfd (5.6) is missing or
-// forbidden. Each probe is a system call that has no effect on goinit.
+// SECCOMP_IOCTL_NOTIF_ADDFD (5.9). Each probe is a system call that has
+// no effect on goinit. A refused pidfd_getfd (Docker's default seccomp
+// profile without CAP_SYS_PTRACE) is not a reason: sharing then runs in
+// reduced mode, which [FullFidelity] reports and [New] logs once.
 func Available() error {
 	if _, err := nativeArch(); err != nil {
 		return err
@@ -35,18 +37,6 @@ func Available() error {
 		if maj, min, ok := kernelVersion(unix.ByteSliceToString(uts.Release[:])); ok && (maj < 5 || maj == 5 && min < 9) {
 			return fmt.Errorf("%w: kernel %d.%d is older than 5.9 (SECCOMP_IOCTL_NOTIF_ADDFD)", ErrUnavailable, maj, min)
 		}
-	}
-	pidfd, err := unix.PidfdOpen(unix.Getpid(), 0)
-	if err != nil {
-		return fmt.Errorf("%w: pidfd_open: %w (kernel older than 5.3 or forbidden)", ErrUnavailable, err)
-	}
-	defer unix.Close(pidfd)
-	fd, err := unix.PidfdGetfd(pidfd, 0, 0)
-	if err != nil && err != unix.EBADF {
-		return fmt.Errorf("%w: pidfd_getfd: %w (kernel older than 5.6 or forbidden)", ErrUnavailable, err)
-	}
-	if err == nil {
-		unix.Close(fd)
 	}
 	return nil
 }

@@ -30,8 +30,9 @@
 //
 //   - bind: reads the sockaddr from the caller's memory (/proc/TID/mem),
 //     takes a copy of the caller's socket (pidfd_getfd on the thread
-//     group) and reads its family, type, protocol (Go >= 1.24 listens with
-//     MPTCP), IPV6_V6ONLY, O_NONBLOCK and close-on-exec flag, then checks
+//     group; see Reduced mode for when it is refused) and reads its
+//     family, type, protocol (Go >= 1.24 listens with MPTCP),
+//     IPV6_V6ONLY, O_NONBLOCK and close-on-exec flag, then checks
 //     that the notification is still valid (SECCOMP_IOCTL_NOTIF_ID_VALID)
 //     before it trusts any of it. A TCP bind to a shared port gets the held
 //     socket of exactly its (family, address, port, protocol, v6only),
@@ -80,6 +81,45 @@
 //     O_NONBLOCK belongs to the shared open socket: each binder sets it as
 //     it had it, as with LISTEN_FDS.
 //
+// # Reduced mode
+//
+// Docker's (moby's) default seccomp profile, and containerd's
+// RuntimeDefault, allow pidfd_getfd only with CAP_SYS_PTRACE, which
+// `docker run` does not grant. goinit then cannot take a copy of the
+// worker's socket, and shares ports in reduced mode instead of not at all.
+// [New] logs it once as a warning naming what is lost and the fix
+// (--cap-add=SYS_PTRACE, or a profile that allows pidfd_getfd);
+// [Sharer.Reduced] reports it, and [Event.Reduced] marks the binds it
+// decided. What /proc shows without a copy is used as is:
+//
+//   - the family and protocol from the socket's sockfs name (getxattr of
+//     system.sockprotoname through /proc/TID/fd/FD: "TCP", "TCPv6",
+//     "MPTCP", "MPTCPv6"; anything else, UDP included, is the kernel's),
+//     so a Go server still gets MPTCP and an AF_INET bind still never gets
+//     an AF_INET6 socket;
+//   - O_NONBLOCK and close-on-exec from /proc/TID/fdinfo/FD;
+//   - the inode from /proc/TID/fd/FD, as in full mode.
+//
+// IPV6_V6ONLY and the options are visible nowhere (an unbound socket is in
+// no hash table, so neither sock_diag nor /proc/net lists it), so:
+//
+//   - an AF_INET6 bind gets the held socket of its address whatever its
+//     v6only; a new one is v6only as net.ipv6.bindv6only says (0 unless
+//     changed), which is what Node (dual-stack by default) and Go (which
+//     sets 0 for ":P") ask for. The exception is [::]:P while goinit holds
+//     an IPv4 socket of port P: a dual-stack socket could only fail there,
+//     so it is v6only (nginx's "listen 80; listen [::]:80").
+//   - of the options set before bind only SO_REUSEADDR is kept, always on,
+//     as Go, Node, Python's socketserver and nginx set it; the others,
+//     SO_REUSEPORT and buffer sizes included, are at the kernel's defaults.
+//
+// What changes for a worker: a v6only [::]:P with no IPv4 socket of P
+// held becomes dual-stack (under the default sysctl), and one that is
+// dual-stack after an IPv4 0.0.0.0:P is bound v6only where it would fail
+// with EADDRINUSE; a second bind() of an already bound socket, or one of
+// a socket tied to a device (SO_BINDTODEVICE), gets the held socket where
+// the kernel would have said EINVAL or bound it to that device.
+//
 // # Limits
 //
 //   - no_new_privs is inherited: a setuid or file-capability binary run by
@@ -90,10 +130,15 @@
 //   - If goinit dies while a worker lives (goinit not PID 1), the worker's
 //     next bind, listen or trapped shutdown fails with ENOSYS. Workers must
 //     not outlive goinit.
-//   - goinit must be allowed to ptrace its workers (/proc/TID/mem and
-//     pidfd_getfd): root with CAP_SYS_PTRACE, or the workers' own user.
-//     Docker's default capabilities lack CAP_SYS_PTRACE, so there workers
-//     running as another user (--user) are not shared (one warning).
+//   - goinit must be allowed to ptrace its workers (/proc/TID/mem):
+//     root with CAP_SYS_PTRACE, or the workers' own user. Docker's default
+//     capabilities lack CAP_SYS_PTRACE, so there workers running as
+//     another user (--user) are not shared (one warning).
+//   - Where pidfd_getfd is refused (Docker's and containerd's default
+//     seccomp profiles without CAP_SYS_PTRACE, or a kernel older than
+//     5.6), sharing runs in reduced mode (above): the worker's IPV6_V6ONLY
+//     and socket options are not read. --cap-add=SYS_PTRACE, or a profile
+//     that allows pidfd_getfd, gives full fidelity.
 //   - Needs Linux 5.9 (SECCOMP_IOCTL_NOTIF_ADDFD), and a seccomp profile
 //     that allows seccomp(2); [Available] checks both.
 package portshare

@@ -25,6 +25,7 @@ const (
 	envShim     = "PORTSHARE_TEST_SHIM"     // handoff fd: install the filter, exec argv
 	envShimUID  = "PORTSHARE_TEST_UID"      // drop to this uid (and gid) first
 	envGoServer = "PORTSHARE_TEST_GOSERVER" // port: net.Listen("tcp", ":PORT") and serve
+	envNoGetfd  = "PORTSHARE_TEST_NO_GETFD" // 1: pidfd_getfd fails with EPERM in the whole test process
 )
 
 func TestMain(m *testing.M) {
@@ -33,6 +34,12 @@ func TestMain(m *testing.M) {
 	}
 	if v := os.Getenv(envGoServer); v != "" {
 		os.Exit(testGoServer(v))
+	}
+	if os.Getenv(envNoGetfd) == "1" {
+		if err := refuseGetfd(); err != nil {
+			fmt.Fprintln(os.Stderr, "cannot make pidfd_getfd fail:", err)
+			os.Exit(2)
+		}
 	}
 	os.Exit(m.Run())
 }

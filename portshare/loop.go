@@ -154,7 +154,7 @@ func (c call) bind() {
 		c.cont()
 		return
 	}
-	peer, err := inspectPeer(st.tgid, c.tid, fd)
+	peer, err := c.s.inspect(st.tgid, c.tid, fd)
 	if err != nil {
 		c.debugOnce(err)
 		c.cont()
@@ -207,17 +207,25 @@ func (c call) bind() {
 	}
 	c.answer(0)
 	if created {
-		c.debug(fmt.Sprintf("bind %s at fd %d: goinit bound a new held socket", k, fd), "options", strings.Join(opts, ","))
+		c.debug(fmt.Sprintf("bind %s at fd %d: goinit bound a new held socket%s", h.key, fd, reducedNote(peer)), "options", strings.Join(opts, ","))
 	} else {
-		c.debug(fmt.Sprintf("bind %s at fd %d: given the held socket", k, fd))
+		c.debug(fmt.Sprintf("bind %s at fd %d: given the held socket%s", h.key, fd, reducedNote(peer)))
 	}
-	e := Event{Worker: c.worker, Pid: st.tgid, Addr: h.key.addr, V6Only: h.key.v6only}
+	e := Event{Worker: c.worker, Pid: st.tgid, Addr: h.key.addr, V6Only: h.key.v6only, Reduced: peer.reduced}
 	if c.s.table.announce(h) {
 		e.Kind = Shared
 		c.s.send(e)
 	}
 	e.Kind = Bound
 	c.s.send(e)
+}
+
+// reducedNote is what a debug line adds for a bind read in reduced mode.
+func reducedNote(p *peerSocket) string {
+	if !p.reduced {
+		return ""
+	}
+	return " (reduced mode: pidfd_getfd refused; family, protocol, O_NONBLOCK and close-on-exec read from /proc, v6only by the reduced-mode rule, options not copied)"
 }
 
 // listen is listen(fd, backlog) on a held socket: answered 0 with the

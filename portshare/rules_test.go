@@ -39,8 +39,16 @@ func TestPythonHTTPServerBacklogNotShrunk(t *testing.T) {
 	requireTool(t, "python3")
 	port := freePort(t)
 	s := newSharer(t, Policy{Mode: List, Ports: []uint16{uint16(port)}})
+	pythonHTTPWorkers(t, s, port, 2)
+}
+
+// pythonHTTPWorkers starts n workers of Python's http.server on
+// ("0.0.0.0", port), checks that each answers from one AF_INET held
+// socket whose queue is goinit's backlog, and returns it and their pids.
+func pythonHTTPWorkers(t *testing.T, s *Sharer, port, n int) (*held, []int) {
+	t.Helper()
 	var pids []int
-	for id := range 2 {
+	for id := range n {
 		w := startWorker(t, s, id, -1, nil, server("http", "0.0.0.0", port)...)
 		w.line("bound " + strconv.Itoa(port))
 		waitEvent(t, s, Listening, id)
@@ -60,6 +68,7 @@ func TestPythonHTTPServerBacklogNotShrunk(t *testing.T) {
 	if want := DefaultBacklog(); int(info.Sacked) != want {
 		t.Fatalf("held socket's backlog is %d after Python's listen(5), want %d", info.Sacked, want)
 	}
+	return h, pids
 }
 
 func onlyHeld(t *testing.T, s *Sharer) *held {
@@ -90,24 +99,7 @@ func TestFamilyRules(t *testing.T) {
 		}
 	})
 	t.Run("inet and v6only are two held sockets", func(t *testing.T) {
-		port := freePort(t)
-		before := heldCount(s)
-		a := startWorker(t, s, 2, -1, nil, server("inet", "0.0.0.0", port)...).line("bound")
-		b := startWorker(t, s, 3, -1, nil, server("v6only", "::", port)...).line("bound")
-		c := startWorker(t, s, 4, -1, nil, server("inet", "0.0.0.0", port)...).line("bound")
-		if n := heldCount(s) - before; n != 2 {
-			t.Fatalf("goinit holds %d new sockets, want 2", n)
-		}
-		for _, l := range []string{a, c} {
-			if !strings.Contains(l, "family "+strconv.Itoa(unix.AF_INET)+" ") {
-				t.Fatalf("AF_INET worker got %q", l)
-			}
-		}
-		pidsAnswering(t, "127.0.0.1:"+strconv.Itoa(port), port, boundPid(t, a), boundPid(t, c))
-		pidsAnswering(t, "[::1]:"+strconv.Itoa(port), port, boundPid(t, b))
-		if body, _ := ask("127.0.0.1:" + strconv.Itoa(port)); !strings.HasSuffix(body, "peer 127.0.0.1") {
-			t.Fatalf("AF_INET worker reads its client as %q, want peer 127.0.0.1", body)
-		}
+		inetBesideV6only(t, s, 2, "inet", "v6only", "inet")
 	})
 	t.Run("dual-stack after v6only is EADDRINUSE", func(t *testing.T) {
 		port := freePort(t)
@@ -117,6 +109,37 @@ func TestFamilyRules(t *testing.T) {
 			t.Fatalf("dual-stack [::]:%d next to a v6only [::]:%d: %q, want EADDRINUSE", port, port, got)
 		}
 	})
+}
+
+// inetBesideV6only starts, from worker id first on, one server.py worker
+// per mode ("inet" on 0.0.0.0, "v6only" on [::]) on one port, and checks
+// that goinit holds two new sockets for them, each answering its own
+// family, and that an AF_INET worker reads IPv4 client addresses.
+func inetBesideV6only(t *testing.T, s *Sharer, first int, modes ...string) {
+	t.Helper()
+	port := freePort(t)
+	before := heldCount(s)
+	var inet, inet6 []int
+	for i, mode := range modes {
+		host := map[string]string{"inet": "0.0.0.0", "v6only": "::"}[mode]
+		l := startWorker(t, s, first+i, -1, nil, server(mode, host, port)...).line("bound")
+		if mode == "inet" {
+			if !strings.Contains(l, "family "+strconv.Itoa(unix.AF_INET)+" ") {
+				t.Fatalf("AF_INET worker got %q", l)
+			}
+			inet = append(inet, boundPid(t, l))
+		} else {
+			inet6 = append(inet6, boundPid(t, l))
+		}
+	}
+	if n := heldCount(s) - before; n != 2 {
+		t.Fatalf("goinit holds %d new sockets, want 2", n)
+	}
+	pidsAnswering(t, "127.0.0.1:"+strconv.Itoa(port), port, inet...)
+	pidsAnswering(t, "[::1]:"+strconv.Itoa(port), port, inet6...)
+	if body, _ := ask("127.0.0.1:" + strconv.Itoa(port)); !strings.HasSuffix(body, "peer 127.0.0.1") {
+		t.Fatalf("AF_INET worker reads its client as %q, want peer 127.0.0.1", body)
+	}
 }
 
 // Binds goinit does not share are the kernel's: a second bind of an

@@ -1,7 +1,6 @@
 package portshare
 
 import (
-	"net"
 	"strconv"
 	"testing"
 )
@@ -34,19 +33,24 @@ func TestNodeWorkersShareDualStack(t *testing.T) {
 func TestGoWorkersShareMPTCP(t *testing.T) {
 	requireRoot(t)
 	s := newSharer(t, Policy{Mode: Auto})
-	port := freePort(t)
+	goWorkers(t, s, freePort(t), 2)
+}
+
+// goWorkers starts n Go servers on ":port" and checks that each answers
+// and uses the protocol of the one socket goinit holds.
+func goWorkers(t *testing.T, s *Sharer, port, n int) *held {
+	t.Helper()
 	var pids []int
 	var line string
-	for id := range 2 {
+	for id := range n {
 		w := startWorker(t, s, id, -1, []string{envGoServer + "=" + strconv.Itoa(port)}, "/proc/self/exe")
 		line = w.line("bound ")
 		pids = append(pids, w.cmd.Process.Pid)
 	}
 	pidsAnswering(t, "127.0.0.1:"+strconv.Itoa(port), port, pids...)
-	for k := range s.table.byKey {
-		if line != "bound "+strconv.Itoa(port)+" protocol "+strconv.Itoa(k.proto) {
-			t.Fatalf("worker says %q; goinit holds %s with protocol %d", line, k, k.proto)
-		}
+	h := onlyHeld(t, s)
+	if line != "bound "+strconv.Itoa(port)+" protocol "+strconv.Itoa(h.key.proto) {
+		t.Fatalf("worker says %q; goinit holds %s with protocol %d", line, h.key, h.key.proto)
 	}
-	_ = net.IPv4len
+	return h
 }

@@ -26,8 +26,9 @@ type Config struct {
 	// Backlog is every held socket's accept queue; 0 means
 	// [DefaultBacklog]. Workers' listen() calls can raise it, never lower it.
 	Backlog int
-	// Logger gets one debug line per intercepted call and a warning when
-	// something goinit did not expect happens; nil discards them.
+	// Logger gets one debug line per intercepted call, a warning when
+	// something goinit did not expect happens, and one warning when it
+	// runs in reduced mode (pidfd_getfd refused); nil discards them.
 	Logger *slog.Logger
 	// EventBuffer is the capacity of the Events channel; 0 means
 	// DefaultEventBuffer. When it is full, events are dropped and counted.
@@ -76,7 +77,11 @@ type Event struct {
 	Pid    int
 	Addr   netip.AddrPort // zero for Detached
 	V6Only bool           // Addr is an AF_INET6 socket that refuses IPv4
-	Err    error          // for Detached: why attaching failed, if it did
+	// Reduced: for Shared and Bound, goinit could not read the worker's
+	// socket in full (pidfd_getfd refused): the held socket was made, or
+	// chosen, by the reduced-mode rule. See [Sharer.Reduced].
+	Reduced bool
+	Err     error // for Detached: why attaching failed, if it did
 }
 
 // Sharer shares the ports unmodified workers bind. It holds one listening
@@ -90,7 +95,10 @@ type Sharer struct {
 	events     chan Event
 	dropped    atomic.Uint64
 	warnedPeer atomic.Bool // the ptrace warning was logged
-	netns      uint64      // goinit's network namespace: held sockets live there
+	// reduced is set, for good, once pidfd_getfd is known to be refused
+	// (by New's probe or by a bind): the error wrapping ErrReduced.
+	reduced atomic.Pointer[error]
+	netns   uint64 // goinit's network namespace: held sockets live there
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -115,7 +123,7 @@ func New(cfg Config) (*Sharer, error) {
 	}
 	ns, _ := netnsInode("self")
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Sharer{
+	s := &Sharer{
 		policy: cfg.Policy,
 		log:    cfg.Logger,
 		table:  newTable(cfg.Backlog),
@@ -123,7 +131,11 @@ func New(cfg Config) (*Sharer, error) {
 		netns:  ns,
 		ctx:    ctx,
 		cancel: cancel,
-	}, nil
+	}
+	if err := FullFidelity(); err != nil {
+		s.goReduced(err) // the warning, at start rather than at the first bind
+	}
+	return s, nil
 }
 
 // Events delivers what workers do with shared ports. It is never closed:
@@ -253,11 +265,15 @@ func (e Event) String() string {
 	if e.V6Only {
 		addr += " (v6only)"
 	}
+	reduced := ""
+	if e.Reduced {
+		reduced = " (reduced mode: v6only and socket options not read from the worker)"
+	}
 	switch e.Kind {
 	case Shared:
-		return "sharing " + addr + " between the workers; goinit holds it"
+		return "sharing " + addr + " between the workers; goinit holds it" + reduced
 	case Bound:
-		return fmt.Sprintf("worker %d (pid %d) bound %s: it got goinit's held socket", e.Worker, e.Pid, addr)
+		return fmt.Sprintf("worker %d (pid %d) bound %s: it got goinit's held socket", e.Worker, e.Pid, addr) + reduced
 	case Listening:
 		return fmt.Sprintf("worker %d (pid %d) listens on %s", e.Worker, e.Pid, addr)
 	case Detached:

@@ -11,18 +11,23 @@ import (
 )
 
 // peerSocket is what goinit reads of the socket a worker is binding, from
-// its own copy (pidfd_getfd) and from /proc.
+// its own copy (pidfd_getfd) and from /proc, or, in reduced mode, from
+// /proc alone.
 type peerSocket struct {
-	fd       int // goinit's copy of the worker's socket; closed by release
+	fd       int // goinit's copy of the worker's socket, -1 in reduced mode; closed by release
 	domain   int
 	typ      int
 	proto    int
-	v6only   bool
+	v6only   bool // only meaningful with a copy; see reduced
 	nonblock bool
 	cloexec  bool   // of the worker's descriptor, not the socket
 	ino      uint64 // socket inode: equal to a held socket's if it is one
 	bound    bool   // already has a local port
 	device   bool   // SO_BINDTODEVICE set: bound to an interface
+	// reduced: there is no copy (pidfd_getfd refused), so IPV6_V6ONLY,
+	// the options and whether the socket is bound or tied to a device
+	// are unknown; the table decides them by the reduced-mode rule.
+	reduced bool
 }
 
 func (p *peerSocket) release() {
@@ -32,17 +37,38 @@ func (p *peerSocket) release() {
 	}
 }
 
+// errGetfdRefused wraps a pidfd_getfd failure that means the call is not
+// available to goinit at all (a seccomp profile's EPERM, an old kernel's
+// ENOSYS), as opposed to a bad descriptor.
+type errGetfdRefused struct{ err error }
+
+func (e errGetfdRefused) Error() string { return "pidfd_getfd: " + e.err.Error() }
+func (e errGetfdRefused) Unwrap() error { return e.err }
+
+// getfdRefused reports whether err from pidfd_getfd means the call itself
+// is refused here. EPERM is also what a worker goinit may not ptrace gets,
+// but then /proc/TID/mem, read first, has already failed.
+func getfdRefused(err error) bool { return err == unix.EPERM || err == unix.ENOSYS }
+
 // inspectPeer takes a copy of descriptor fd of thread tid (thread group
 // tgid) and reads the properties a held socket must share with it.
-// pidfd_open needs the thread group id: a pidfd names a process.
+// pidfd_open needs the thread group id: a pidfd names a process. A refused
+// pidfd_getfd is returned as errGetfdRefused: the caller then uses
+// inspectProc.
 func inspectPeer(tgid, tid, fd int) (*peerSocket, error) {
 	pidfd, err := unix.PidfdOpen(tgid, 0)
 	if err != nil {
+		if getfdRefused(err) {
+			return nil, errGetfdRefused{err}
+		}
 		return nil, fmt.Errorf("pidfd_open(%d): %w", tgid, err)
 	}
 	dup, err := unix.PidfdGetfd(pidfd, fd, 0)
 	unix.Close(pidfd)
 	if err != nil {
+		if getfdRefused(err) {
+			return nil, errGetfdRefused{err}
+		}
 		return nil, fmt.Errorf("pidfd_getfd(%d, %d): %w", tgid, fd, err)
 	}
 	p := &peerSocket{fd: dup}
@@ -76,7 +102,56 @@ func inspectPeer(tgid, tid, fd int) (*peerSocket, error) {
 	}
 	// Close-on-exec is a flag of the worker's descriptor, which the copy
 	// does not carry; fdinfo's flags field (octal) has it.
-	p.cloexec = fdinfoCloexec(tid, fd)
+	if fl, ok := fdinfoFlags(tid, fd); ok {
+		p.cloexec = fl&unix.O_CLOEXEC != 0
+	} else {
+		p.cloexec = true // a socket leaked into an exec'd program is worse than one missing there
+	}
+	return p, nil
+}
+
+// protoNames are the socket names sockfs gives the sockets goinit may
+// share (the system.sockprotoname attribute: the protocol's struct
+// proto name). SOCK_STREAM is implied: these protocols have no other type.
+var protoNames = map[string][2]int{
+	"TCP":     {unix.AF_INET, unix.IPPROTO_TCP},
+	"TCPv6":   {unix.AF_INET6, unix.IPPROTO_TCP},
+	"MPTCP":   {unix.AF_INET, unix.IPPROTO_MPTCP},
+	"MPTCPv6": {unix.AF_INET6, unix.IPPROTO_MPTCP},
+}
+
+// inspectProc reads what /proc shows of descriptor fd of thread tid
+// without a copy of it, for when pidfd_getfd is refused (reduced mode):
+// the inode (/proc/TID/fd/FD), the family and protocol from the socket's
+// sockfs name (getxattr system.sockprotoname through that link, which
+// any seccomp profile allows), and O_NONBLOCK and O_CLOEXEC from
+// /proc/TID/fdinfo/FD. A socket of another protocol (UDP, SCTP, unix)
+// gets typ 0, so it is not shared. IPV6_V6ONLY, the options and whether
+// the socket is already bound are not visible anywhere: an unbound socket
+// is in no hash table, so neither sock_diag nor /proc/net lists it.
+func inspectProc(tid, fd int) (*peerSocket, error) {
+	ino, ok := socketInode(tid, fd)
+	if !ok {
+		return nil, fmt.Errorf("descriptor %d is not a socket", fd)
+	}
+	p := &peerSocket{fd: -1, ino: ino, reduced: true}
+	link := "/proc/" + strconv.Itoa(tid) + "/fd/" + strconv.Itoa(fd)
+	buf := make([]byte, 32)
+	n, err := unix.Getxattr(link, "system.sockprotoname", buf)
+	if err != nil {
+		return nil, fmt.Errorf("getxattr %s system.sockprotoname: %w", link, err)
+	}
+	if dp, ok := protoNames[unix.ByteSliceToString(buf[:n])]; ok {
+		p.domain, p.typ, p.proto = dp[0], unix.SOCK_STREAM, dp[1]
+	}
+	fl, ok := fdinfoFlags(tid, fd)
+	if !ok {
+		// Without the flags a blocking server could get a non-blocking
+		// socket or the reverse: leave such a bind to the kernel.
+		return nil, fmt.Errorf("cannot read the flags of descriptor %d in /proc/%d/fdinfo", fd, tid)
+	}
+	p.nonblock = fl&unix.O_NONBLOCK != 0
+	p.cloexec = fl&unix.O_CLOEXEC != 0
 	return p, nil
 }
 
@@ -90,13 +165,13 @@ func sockaddrPort(sa unix.Sockaddr) int {
 	return 0
 }
 
-// fdinfoCloexec reads O_CLOEXEC of descriptor fd of thread tid from
-// /proc/TID/fdinfo/FD. When it cannot be read it says true: a socket
-// leaked into an exec'd program is worse than one missing there.
-func fdinfoCloexec(tid, fd int) bool {
+// fdinfoFlags reads the file status and descriptor flags of descriptor
+// fd of thread tid from /proc/TID/fdinfo/FD, whose "flags:" line is octal
+// and carries O_CLOEXEC as well as O_NONBLOCK.
+func fdinfoFlags(tid, fd int) (uint64, bool) {
 	b, err := os.ReadFile("/proc/" + strconv.Itoa(tid) + "/fdinfo/" + strconv.Itoa(fd))
 	if err != nil {
-		return true
+		return 0, false
 	}
 	for line := range bytes.Lines(b) {
 		v, ok := bytes.CutPrefix(line, []byte("flags:"))
@@ -104,9 +179,9 @@ func fdinfoCloexec(tid, fd int) bool {
 			continue
 		}
 		fl, err := strconv.ParseUint(strings.TrimSpace(string(v)), 8, 64)
-		return err != nil || fl&unix.O_CLOEXEC != 0
+		return fl, err == nil
 	}
-	return true
+	return 0, false
 }
 
 // socketInode returns the inode of the socket at descriptor fd of thread

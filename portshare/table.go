@@ -71,6 +71,18 @@ func (t *table) get(k key, peer *peerSocket) (h *held, created bool, opts []stri
 	if t.closed {
 		return nil, false, nil, errClosed
 	}
+	if peer.reduced && k.family == unix.AF_INET6 {
+		// The worker's IPV6_V6ONLY is unknown: any held socket of its
+		// address is the one, whatever its v6only; a new one gets the
+		// reduced-mode rule's.
+		for _, v := range []bool{false, true} {
+			k.v6only = v
+			if h := t.lookup(k); h != nil {
+				return h, false, nil, nil
+			}
+		}
+		k.v6only = t.reducedV6Only(k)
+	}
 	if h := t.lookup(k); h != nil {
 		return h, false, nil, nil
 	}
@@ -103,7 +115,8 @@ func (t *table) add(h *held) {
 	t.byIno[h.ino] = h
 }
 
-// create makes, binds and listens a new held socket like the worker's.
+// create makes, binds and listens a new held socket like the worker's
+// (peer), copying its options when goinit has a copy of it.
 func (t *table) create(k key, peer *peerSocket) (*held, []string, error) {
 	fd, err := unix.Socket(k.family, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, k.proto)
 	if err != nil {
@@ -120,7 +133,12 @@ func (t *table) create(k key, peer *peerSocket) (*held, []string, error) {
 			return nil, nil, err
 		}
 	}
-	set, failed := copyOptions(fd, peer.fd)
+	var set, failed []string
+	if peer.fd >= 0 {
+		set, failed = copyOptions(fd, peer.fd)
+	} else {
+		set, failed = reducedOptions(fd)
+	}
 	if err := unix.Bind(fd, k.sockaddr()); err != nil {
 		return nil, nil, err
 	}

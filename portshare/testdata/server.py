@@ -6,7 +6,9 @@ usage: server.py MODE HOST PORT [options]
   (http.server on (HOST, PORT))
 options: --backlog N, --fork (a forked child binds and serves, the parent
 waits for it), --shutdown-rd (shut the listener down for reading after
-listen, then idle), --once (idle after binding)
+listen, then idle), --once (idle after binding), --nonblock (make the
+socket non-blocking before bind), --inheritable (clear its close-on-exec
+flag before bind)
 """
 import os
 import signal
@@ -59,6 +61,10 @@ def main():
     s = socket.socket(fam, typ)
     if fam == socket.AF_INET6:
         s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1 if mode == "v6only" else 0)
+    if "--nonblock" in opts:
+        s.setblocking(False)
+    if "--inheritable" in opts:
+        s.set_inheritable(True)
     if "--fork" in opts:
         child = os.fork()
         if child:
