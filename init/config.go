@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/mattn/go-shellwords"
 	"github.com/spf13/pflag"
 	"golang.org/x/sys/unix"
 
@@ -70,6 +71,12 @@ type config struct {
 	// memoryRecycle replaces a worker whose cgroup uses more; 0 = never.
 	memoryRecycle int64
 
+	// agent is the agent's command (--agent), split by shell word rules;
+	// nil without one. agentPath is agent[0] resolved in PATH.
+	agent      []string
+	agentPath  string
+	agentReady cluster.Readiness
+
 	stopTimeout  time.Duration
 	preStopDelay time.Duration
 	groupScope   bool
@@ -113,6 +120,7 @@ type flags struct {
 	memoryRecycle                                          string
 	sharePorts                                             string
 	ready, ipc, reloadSignal                               string
+	agent, agentReady                                      string
 	readyTimeout, watchdog, maxLifetime                    time.Duration
 	reloadSurge                                            int
 	version, help, logReaped                               bool
@@ -135,6 +143,8 @@ func newFlags() *flags {
 	fs.StringVar(&f.balance, "balance", "shared", "shared: one socket for all workers; reuseport: one SO_REUSEPORT socket per worker")
 	fs.StringVar(&f.sharePorts, "share-ports", "", "share the TCP ports workers bind themselves: auto (every port; default with --workers), off (default for one command), or a list 3000,tcp:8443")
 	fs.StringVar(&f.restart, "restart", "", "always, on-failure or never (default never for a single command, on-failure with --workers)")
+	fs.StringVar(&f.agent, "agent", "", "run this command as the agent, one process beside the workers, started and ready before them (shell word rules, no shell)")
+	fs.StringVar(&f.agentReady, "agent-ready", "", "when the agent is ready, as --ready (default: --ready)")
 	fs.StringVar(&f.ready, "ready", "auto", "when a worker is ready: auto (listen or message; exec until a worker ever listened), exec, listen, message, notify, delay:DUR")
 	fs.DurationVar(&f.readyTimeout, "ready-timeout", cluster.DefaultReadyTimeout, "a worker not ready by then is a failed start (0 = wait forever)")
 	fs.StringVar(&f.ipc, "ipc", "on", "on: each worker gets a JSON-lines channel to goinit (GOINIT_IPC_FD, Node's process.send); off")
@@ -352,6 +362,9 @@ func (f *flags) config(cpus func() (int, string, error)) (*config, error) {
 	if err := f.readyConfig(c); err != nil {
 		return nil, err
 	}
+	if err := f.agentConfig(c); err != nil {
+		return nil, err
+	}
 	if c.limits, err = f.limits(); err != nil {
 		return nil, err
 	}
@@ -451,6 +464,41 @@ func (f *flags) readyConfig(c *config) error {
 	c.watchdog, c.maxLifetime = f.watchdog, f.maxLifetime
 	if c.watchdog > 0 && !c.ipc && r.Mode != cluster.ReadyNotify {
 		return usagef("invalid %s: the watchdog needs heartbeats: --ready=notify (WATCHDOG=1) or the channel (\"ping\", --ipc=on with --workers)", f.name("watchdog"))
+	}
+	return nil
+}
+
+// agentConfig validates --agent and --agent-ready.
+func (f *flags) agentConfig(c *config) error {
+	if f.agent == "" {
+		if f.agentReady != "" {
+			return usagef("invalid %s: there is no --agent", f.name("agent-ready"))
+		}
+		return nil
+	}
+	if !c.clusterMode {
+		return usagef("invalid %s: an agent runs beside workers; add --workers", f.name("agent"))
+	}
+	words, err := shellwords.Parse(f.agent)
+	if err != nil || len(words) == 0 {
+		why := "it is empty"
+		if err != nil {
+			why = err.Error()
+		}
+		return usagef("invalid %s %q: %s; give a command as a shell would split it, e.g. --agent='node agent.js --port 7000'", f.name("agent"), f.agent, why)
+	}
+	c.agent = words
+	c.agentReady = c.ready
+	if f.agentReady != "" {
+		r, err := cluster.ParseReadyMode(f.agentReady)
+		if err != nil {
+			return usagef("invalid %s: %v", f.name("agent-ready"), err)
+		}
+		r.Timeout = c.ready.Timeout
+		c.agentReady = r
+	}
+	if c.agentReady.Mode == cluster.ReadyListen {
+		return usagef("invalid %s: the agent's binds are not shared, so it never listens on a shared port; use message, notify, exec or delay:DUR", f.name("agent-ready"))
 	}
 	return nil
 }

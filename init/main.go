@@ -68,6 +68,12 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 		log.Error(err.Error())
 		return exitCode(err)
 	}
+	if cfg.agent != nil {
+		if cfg.agentPath, err = resolveCommand(cfg.agent[0]); err != nil {
+			log.Error("--agent: " + err.Error())
+			return exitCode(err)
+		}
+	}
 
 	// Catch every forwardable signal before the first fork, so none is
 	// lost between the child's start and the loop.
@@ -110,39 +116,7 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 		log.Error(fmt.Sprintf("cannot find goinit's own executable: %v", err))
 		return exitInternal
 	}
-	sp := &spawner{cfg: cfg, reaper: r, log: log, self: self, dir: dir, oomScore: -1001, env: childEnv(os.Environ()),
-		files: env.files, listenEnv: env.listenEnv, cgroup: env.cgroup, sharer: env.sharer,
-		foreground: !cfg.clusterMode && ownsTerminal()}
-	if cfg.clusterMode {
-		sp.oomScore = workerOOMScore()
-	}
-	name := func(id int) string {
-		if cfg.clusterMode {
-			return fmt.Sprintf("worker %d", id)
-		}
-		return "child " + cfg.command[0]
-	}
-	ready := cluster.Readiness{Mode: cluster.ReadyExec}
-	if cfg.clusterMode {
-		ready = cfg.ready
-		sp.io = newProcIO(cfg, log)
-		sp.env = withoutChannelEnv(sp.env, sp.io)
-	}
-	pool := cluster.New(cluster.Config{
-		Workers: cfg.workers, Policy: cfg.policy, Start: sp.start, Log: log, Name: name,
-		Explain: env.explain,
-		Quiet:   !cfg.clusterMode && cfg.policy.Restart == cluster.RestartNever,
-		Ready:   ready, StopSignal: cfg.stopSignal, Group: cfg.groupScope, StopTimeout: cfg.stopTimeout,
-		Surge: cfg.reloadSurge, Release: sp.newRelease, Watchdog: cfg.watchdog, MaxLifetime: cfg.maxLifetime,
-	})
-	sup := &supervisor{cfg: cfg, log: log, reaper: r, pool: pool, sigc: sigc, oomCheck: env.oomCheck, memoryOver: env.memoryOver, name: name}
-	if env.sharer != nil {
-		sup.shareEvents = env.sharer.Events()
-	}
-	sup.io = sp.io
-	if sp.foreground {
-		sup.tty = &terminal{sigc: sigc}
-	}
+	sup := newSupervisor(cfg, log, r, sigc, env, self, dir)
 	code := sup.run(ctx)
 	cancel()
 	if err := <-reaped; err != nil && !errors.Is(err, context.Canceled) {

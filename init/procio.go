@@ -12,6 +12,7 @@ import (
 	"github.com/goinit/goinit/cluster"
 	"github.com/goinit/goinit/relay"
 	"github.com/goinit/goinit/sdnotify"
+	"github.com/goinit/goinit/signals"
 )
 
 // procIO is what goinit keeps for each running worker besides the pool: its
@@ -32,6 +33,7 @@ type procIO struct {
 // procLink is one worker process's channel and notify socket.
 type procLink struct {
 	key  uint64
+	role string // "worker" or "agent"
 	id   int
 	pid  int
 	conn *channel.Conn[uint64]
@@ -40,27 +42,30 @@ type procLink struct {
 	files []*os.File
 }
 
-// newProcIO returns nil when workers get neither a channel nor a socket.
+// newProcIO returns nil when workers and agent get neither a channel nor
+// a socket.
 func newProcIO(cfg *config, log *slog.Logger) *procIO {
-	if !cfg.ipc && cfg.ready.Mode != cluster.ReadyNotify {
+	notify := cfg.ready.Mode == cluster.ReadyNotify || cfg.agent != nil && cfg.agentReady.Mode == cluster.ReadyNotify
+	if !cfg.ipc && !notify {
 		return nil
 	}
 	io := &procIO{log: log, router: relay.NewRouter(nil), byKey: map[uint64]*procLink{}, byPid: map[int]*procLink{}}
 	if cfg.ipc {
 		io.chans = channel.NewHub[uint64](channel.Options{Logger: log})
 	}
-	if cfg.ready.Mode == cluster.ReadyNotify {
+	if notify {
 		io.notify = sdnotify.NewHub[uint64](sdnotify.Options{Logger: log})
 	}
 	return io
 }
 
-// open makes the channel and socket of the next start of worker id. The
-// channel's child end becomes fd (the first after the worker's sockets);
-// env is what the worker's environment gains.
-func (io *procIO) open(id, fd int) (l *procLink, files []*os.File, env []string, err error) {
+// open makes the channel, and with notify the socket, of the next start of
+// worker id (role "worker") or of the agent. The channel's child end
+// becomes fd (the first after the worker's sockets); env is what the
+// process's environment gains.
+func (io *procIO) open(role string, id, fd int, notify bool) (l *procLink, files []*os.File, env []string, err error) {
 	io.seq++
-	l = &procLink{key: io.seq, id: id}
+	l = &procLink{key: io.seq, role: role, id: id}
 	if io.chans != nil {
 		conn, child, err := io.chans.Open(l.key)
 		if err != nil {
@@ -69,7 +74,7 @@ func (io *procIO) open(id, fd int) (l *procLink, files []*os.File, env []string,
 		l.conn, l.files = conn, append(l.files, child)
 		env = append(env, channel.Env(fd)...)
 	}
-	if io.notify != nil {
+	if notify && io.notify != nil {
 		sock, err := io.notify.Open(l.key)
 		if err != nil {
 			io.abort(l)
@@ -149,9 +154,9 @@ func (s *supervisor) onChannel(ev channel.Event[uint64]) {
 	now := time.Now()
 	switch ev.Kind {
 	case channel.Ready:
-		s.pool.Ready(l.pid, cluster.Messaged, now)
+		s.poolOf(l).Ready(l.pid, cluster.Messaged, now)
 	case channel.Ping:
-		s.pool.Heartbeat(l.pid, now)
+		s.poolOf(l).Heartbeat(l.pid, now)
 	case channel.Message:
 		s.route(l, ev.To, ev.Data)
 	case channel.Closed:
@@ -159,16 +164,20 @@ func (s *supervisor) onChannel(ev channel.Event[uint64]) {
 	}
 }
 
-// route delivers a worker's message to the workers it names. Only live
-// workers with a channel are recipients: a message to a restarting worker
-// is dropped, not kept for its successor.
+// route delivers a message from a worker or the agent to the processes it
+// names. Only ready processes with a channel are recipients: a message to
+// a restarting worker is dropped, not kept for its successor.
 func (s *supervisor) route(from *procLink, to, data json.RawMessage) {
-	live, conns := s.liveWorkers()
-	d := s.io.router.Route(relay.Worker(from.id), to, data, live)
+	live, conns := s.liveProcs()
+	d := s.io.router.Route(from.peer(), to, data, live)
 	if d.Dropped != 0 {
-		s.log.Debug(fmt.Sprintf("worker %d: message dropped (%v)", from.id, d.Dropped), "worker", from.id)
+		s.log.Debug(fmt.Sprintf("%s: message dropped (%v)", from.peer(), d.Dropped), "worker", from.id)
 		return
 	}
+	s.deliver(d, conns)
+}
+
+func (s *supervisor) deliver(d relay.Delivery, conns map[relay.Peer]*channel.Conn[uint64]) {
 	for _, p := range d.To {
 		if c, ok := conns[p]; ok {
 			c.Send(d.Envelope)
@@ -176,21 +185,86 @@ func (s *supervisor) route(from *procLink, to, data json.RawMessage) {
 	}
 }
 
-// liveWorkers lists the recipients messages may go to: each slot's ready
-// current process that has a channel.
-func (s *supervisor) liveWorkers() (relay.Live, map[relay.Peer]*channel.Conn[uint64]) {
+// peer is l's name in messages.
+func (l *procLink) peer() relay.Peer {
+	if l.role == "agent" {
+		return relay.Agent()
+	}
+	return relay.Worker(l.id)
+}
+
+// liveProcs lists the recipients messages may go to: each worker slot's
+// ready process and the ready agent, when they have a channel.
+func (s *supervisor) liveProcs() (relay.Live, map[relay.Peer]*channel.Conn[uint64]) {
 	var live relay.Live
 	conns := map[relay.Peer]*channel.Conn[uint64]{}
-	for _, sl := range s.pool.Slots() {
+	add := func(sl cluster.Slot, p relay.Peer) bool {
 		l, ok := s.io.byPid[sl.Pid]
 		if sl.Pid == 0 || !ok || l.conn == nil || sl.State != cluster.Running {
-			continue
+			return false
 		}
-		live.Workers = append(live.Workers, sl.ID)
-		conns[relay.Worker(sl.ID)] = l.conn
+		conns[p] = l.conn
+		return true
+	}
+	for _, sl := range s.pool.Slots() {
+		if add(sl, relay.Worker(sl.ID)) {
+			live.Workers = append(live.Workers, sl.ID)
+		}
+	}
+	if s.agent != nil {
+		live.Agent = add(s.agent.Slots()[0], relay.Agent())
 	}
 	slices.Sort(live.Workers)
 	return live, conns
+}
+
+// onPoolEvent tells the agent what happened to a worker, and the workers
+// what happened to the agent ({"from": "goinit", "data": {"event":
+// "worker-ready", ...}}), and notes when the agent is first ready.
+func (s *supervisor) onPoolEvent(role string, e cluster.Event) {
+	if role == "agent" && e.Kind == cluster.WorkerReady {
+		s.agentReady = true
+	}
+	if s.io == nil || s.io.chans == nil {
+		return
+	}
+	pe := relay.PoolEvent{Subject: relay.Worker(e.ID), PID: e.Pid}
+	if role == "agent" {
+		pe.Subject = relay.Agent()
+	}
+	switch e.Kind {
+	case cluster.WorkerStarted:
+		pe.Kind = relay.Started
+	case cluster.WorkerReady:
+		pe.Kind = relay.BecameReady
+	case cluster.WorkerExited:
+		pe.Kind = relay.Exited
+		if e.Status.Signaled() {
+			pe.Signal = "SIG" + signals.Name(e.Status.Signal())
+		} else {
+			pe.ExitCode = e.Status.Code()
+		}
+	default:
+		return
+	}
+	live, conns := s.liveProcs()
+	// Workers' events go to the agent, the agent's to the workers: a
+	// worker's message handler sees only what concerns it (the agent it
+	// may talk to), not every sibling's comings and goings.
+	if role == "agent" {
+		live.Agent = false
+	} else {
+		live.Workers = nil
+	}
+	s.deliver(s.io.router.Event(pe, live), conns)
+}
+
+// poolOf is the pool l's process belongs to.
+func (s *supervisor) poolOf(l *procLink) *cluster.Pool {
+	if l.role == "agent" {
+		return s.agent
+	}
+	return s.pool
 }
 
 // onNotify handles one sd_notify datagram of a worker.
@@ -204,10 +278,10 @@ func (s *supervisor) onNotify(ev sdnotify.Event[uint64]) {
 		s.log.Debug(fmt.Sprintf("worker %d (pid %d) status: %s", l.id, l.pid, ev.Status), "worker", l.id, "pid", l.pid)
 	}
 	if ev.Ready {
-		s.pool.Ready(l.pid, cluster.Notified, now)
+		s.poolOf(l).Ready(l.pid, cluster.Notified, now)
 	}
 	if ev.Watchdog {
-		s.pool.Heartbeat(l.pid, now)
+		s.poolOf(l).Heartbeat(l.pid, now)
 	}
 	if ev.Stopping {
 		s.log.Debug(fmt.Sprintf("worker %d (pid %d) is stopping (STOPPING=1)", l.id, l.pid), "worker", l.id, "pid", l.pid)

@@ -158,7 +158,8 @@ func TestMaxLifetime(t *testing.T) {
 
 // TestWorkerMessages checks worker-to-worker delivery on the channel with
 // process.send only: a message "to" another worker id arrives wrapped as
-// {"from": id, "data": ...}, and "workers" reaches every other worker.
+// {"from": id, "data": ...}, "workers" reaches every other worker, and
+// without an agent no pool event reaches a worker.
 func TestWorkerMessages(t *testing.T) {
 	requireRoot(t)
 	app := nodeScript(t, `const id = Number(process.env.GOINIT_WORKER_ID);
@@ -174,7 +175,7 @@ process.on('SIGTERM', () => process.exit(0));
 	p.waitLine(`worker 2 got {"from":0,"data":{"n":2}}`, 20*time.Second)
 	waitLine := func(s string) { p.waitLine(s, 20*time.Second) }
 	waitLine(`worker 1 got {"from":0,"data":{"n":2}}`)
-	if p.hasLine(`worker 0 got`) || p.hasLine(`worker 2 got {"from":0,"data":"hi one"}`) {
+	if p.hasLine(`worker 0 got`) || p.hasLine(`worker 2 got {"from":0,"data":"hi one"}`) || strings.Contains(p.stdout(), `"from":"goinit"`) {
 		t.Fatalf("a message reached a worker it was not for:\n%s", p.stdout())
 	}
 }

@@ -27,9 +27,17 @@ type slotCgroup interface {
 }
 
 // spawner starts worker processes: the command itself, or goinit's shim
-// when something must happen between fork and exec.
+// when something must happen between fork and exec. The agent has a
+// spawner of its own, with its command and role and no sockets.
 type spawner struct {
-	cfg    *config
+	cfg *config
+	// command is what runs (argv), path its resolved command[0]; role is
+	// "worker", "agent", or "" for a single command.
+	command []string
+	path    string
+	role    string
+	// notify gives each start its own NOTIFY_SOCKET (--ready=notify).
+	notify bool
 	reaper *reaper.Reaper
 	log    *slog.Logger
 	self   string // goinit's own executable, for the shim
@@ -66,12 +74,12 @@ type spawner struct {
 // on disk is picked up, and returns its release number. The earlier
 // releases stay, so a slot whose replacement failed restarts its own.
 func (s *spawner) newRelease() (int, error) {
-	path, err := resolveCommand(s.cfg.command[0])
+	path, err := resolveCommand(s.command[0])
 	if err != nil {
 		return 0, err
 	}
 	if len(s.releases) == 0 {
-		s.releases = []string{s.cfg.path}
+		s.releases = []string{s.path}
 	}
 	s.releases = append(s.releases, path)
 	return len(s.releases) - 1, nil
@@ -82,8 +90,11 @@ func (s *spawner) newRelease() (int, error) {
 func (s *spawner) start(id, release int) (int, error) {
 	cfg := s.cfg
 	env := slices.Clip(s.env)
-	if cfg.clusterMode {
-		env = append(env, "GOINIT_WORKER_ID="+strconv.Itoa(id), "GOINIT_WORKERS="+strconv.Itoa(cfg.workers))
+	switch s.role {
+	case "worker":
+		env = append(env, "GOINIT_ROLE=worker", "GOINIT_WORKER_ID="+strconv.Itoa(id), "GOINIT_WORKERS="+strconv.Itoa(cfg.workers))
+	case "agent":
+		env = append(env, "GOINIT_ROLE=agent", "GOINIT_WORKERS="+strconv.Itoa(cfg.workers))
 	}
 	if cfg.user != nil {
 		env = append(env, "HOME="+cfg.user.home)
@@ -99,7 +110,7 @@ func (s *spawner) start(id, release int) (int, error) {
 	sockets := len(files) // LISTEN_FDS; the channel and handoff fds come after
 	var link *procLink
 	if s.io != nil {
-		l, extra, ioEnv, err := s.io.open(id, 3+len(files))
+		l, extra, ioEnv, err := s.io.open(s.role, id, 3+len(files), s.notify)
 		if err != nil {
 			return 0, err
 		}
@@ -107,7 +118,7 @@ func (s *spawner) start(id, release int) (int, error) {
 		files = append(slices.Clip(files), extra...)
 		env = append(env, ioEnv...)
 	}
-	path := cfg.path
+	path := s.path
 	if release > 0 && release < len(s.releases) {
 		path = s.releases[release]
 	}
@@ -169,10 +180,10 @@ func (s *spawner) start(id, release int) (int, error) {
 			opts.syncFD = 3 + len(files)
 			files = append(files, syncR)
 		}
-		cmd = &exec.Cmd{Path: s.self, Args: append([]string{"goinit", path}, cfg.command...)}
+		cmd = &exec.Cmd{Path: s.self, Args: append([]string{"goinit", path}, s.command...)}
 		env = append(env, shimEnv+"="+opts.String())
 	} else {
-		cmd = &exec.Cmd{Path: path, Args: cfg.command}
+		cmd = &exec.Cmd{Path: path, Args: s.command}
 	}
 	cmd.Env, cmd.ExtraFiles, cmd.SysProcAttr, cmd.Dir = env, files, attr, s.dir
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
@@ -184,7 +195,7 @@ func (s *spawner) start(id, release int) (int, error) {
 		}
 		return 0, &cluster.StartError{Code: 127, Err: fmt.Errorf(
 			"cannot start %s in %s, the directory goinit was started in: %v (it was removed or became inaccessible; restore it, or start goinit in another directory)",
-			cfg.command[0], s.dir, errors.Unwrap(err))}
+			s.command[0], s.dir, errors.Unwrap(err))}
 	}
 	if err := s.reaper.Start(cmd); err != nil {
 		if handoff != nil {
@@ -193,7 +204,7 @@ func (s *spawner) start(id, release int) (int, error) {
 		if link != nil {
 			s.io.abort(link)
 		}
-		return 0, startError(cfg.command[0], err)
+		return 0, startError(s.command[0], err)
 	}
 	pid := cmd.Process.Pid
 	if link != nil {

@@ -67,17 +67,23 @@ type supervisor struct {
 	shareEvents <-chan portshare.Event
 	// io holds the workers' channels and notify sockets; nil without.
 	io *procIO
+
+	// agent is the pool of one agent process (--agent), nil without. The
+	// workers start once it is ready, and stop before it.
+	agent          *cluster.Pool
+	agentReady     bool
+	workersStarted bool
+	agentStopAt    time.Time // when the agent gets its stop signal; zero once sent
 }
 
 // run starts the workers and supervises until every process is gone. It
 // returns goinit's exit code.
 func (s *supervisor) run(ctx context.Context) int {
-	startErr := s.pool.Start(time.Now())
+	startErr := s.startPools(time.Now())
 	if startErr != nil {
 		// Workers that did start are stopped as in any shutdown.
 		s.log.Error(startErr.Error())
-		s.phase, s.deadline = stopping, time.Now().Add(s.cfg.stopTimeout)
-		s.pool.Stop(s.cfg.stopSignal, s.cfg.groupScope)
+		s.stopAll(s.cfg.stopSignal, time.Now())
 	}
 	for s.advance(); s.phase != finished; s.advance() {
 		var timer <-chan time.Time
@@ -105,6 +111,11 @@ func (s *supervisor) run(ctx context.Context) int {
 		if t != nil {
 			t.Stop()
 		}
+		if err := s.startWorkersOnceAgentReady(time.Now()); err != nil && startErr == nil {
+			s.log.Error(err.Error())
+			startErr = err
+			s.stopAll(s.cfg.stopSignal, time.Now())
+		}
 	}
 	if startErr != nil {
 		return exitCode(startErr)
@@ -116,6 +127,14 @@ func (s *supervisor) nextDeadline() (time.Time, bool) {
 	next, ok := s.deadline, !s.deadline.IsZero()
 	if t, due := s.pool.NextDeadline(); due && (!ok || t.Before(next)) {
 		next, ok = t, true
+	}
+	if s.agent != nil {
+		if t, due := s.agent.NextDeadline(); due && (!ok || t.Before(next)) {
+			next, ok = t, true
+		}
+		if t := s.agentStopAt; !t.IsZero() && (!ok || t.Before(next)) {
+			next, ok = t, true
+		}
 	}
 	if s.oomCheck != nil && s.phase < draining {
 		if s.nextCheck.IsZero() {
@@ -199,7 +218,7 @@ func (s *supervisor) onJobControl(sig unix.Signal) {
 		return
 	}
 	s.log.Debug("job control: signalling children, then stopping", "received", signals.Name(sig), "sent", signals.Name(to))
-	s.pool.Signal(to, s.cfg.groupScope)
+	s.signalAll(to)
 	if os.Getpid() != 1 {
 		// PID 1 cannot be stopped by a signal from inside its namespace.
 		_ = unix.Kill(os.Getpid(), unix.SIGSTOP)
@@ -227,7 +246,7 @@ func (s *supervisor) forward(sig unix.Signal) {
 		return
 	}
 	s.log.Debug("forwarding signal", "received", signals.Name(sig), "sent", signals.Name(to))
-	s.pool.Signal(to, s.cfg.groupScope)
+	s.signalAll(to)
 }
 
 func (s *supervisor) onStopSignal(sig unix.Signal) {
@@ -265,9 +284,8 @@ func (s *supervisor) beginStop(received unix.Signal) {
 	if s.cfg.clusterMode {
 		what = fmt.Sprintf("%d worker(s)", s.pool.Live())
 	}
-	s.phase, s.deadline = stopping, time.Now().Add(s.cfg.stopTimeout)
 	// Signal first, log after: the log line is not worth any latency.
-	s.pool.Stop(to, s.cfg.groupScope)
+	s.stopAll(to, time.Now())
 	s.log.Info(fmt.Sprintf("received SIG%s; sent SIG%s to %s; SIGKILL in %s", signals.Name(received),
 		signals.Name(to), what, s.cfg.stopTimeout))
 }
@@ -282,19 +300,24 @@ func (s *supervisor) onExit(e reaper.Exit) {
 		return
 	}
 	if e.Supervised {
-		s.pool.HandleExit(e.Pid, e.Status, e.Time)
+		if !s.pool.HandleExit(e.Pid, e.Status, e.Time) && s.agent != nil {
+			s.agent.HandleExit(e.Pid, e.Status, e.Time)
+		}
 		if s.io != nil {
 			s.io.exited(e.Pid)
 		}
 	}
-	if f := s.pool.Failure(); f != nil && s.phase < stopping {
-		s.phase, s.deadline = stopping, time.Now().Add(s.cfg.stopTimeout)
-		s.pool.Stop(s.cfg.stopSignal, s.cfg.groupScope)
+	if s.failure() != nil && s.phase < stopping {
+		s.stopAll(s.cfg.stopSignal, time.Now())
 	}
 }
 
 func (s *supervisor) onTimer(now time.Time) {
 	s.pool.Due(now)
+	if s.agent != nil {
+		s.agent.Due(now)
+		s.stopAgentWhenDue(now)
+	}
 	if s.oomCheck != nil && !now.Before(s.nextCheck) {
 		s.oomCheck(s.name)
 		if s.cfg.memoryRecycle > 0 && s.phase == running {
@@ -337,13 +360,17 @@ func (s *supervisor) advance() {
 		if s.pool.Active() > 0 {
 			return
 		}
+		if s.agent != nil && !s.workersStarted && s.agent.Active() > 0 {
+			return // the workers wait for the agent
+		}
 		// Every worker ended and none will restart: the child exited on
 		// its own. The same cleanup as a shutdown follows, for whatever
 		// it left behind.
 		s.phase, s.deadline = stopping, time.Now().Add(s.cfg.stopTimeout)
 		s.advance()
 	case stopping:
-		if s.pool.Live() > 0 {
+		s.stopAgentWhenDue(time.Now())
+		if s.live() > 0 {
 			return
 		}
 		s.beginDrain()
@@ -351,7 +378,7 @@ func (s *supervisor) advance() {
 		// The reaper may have collected a worker whose exit is still
 		// queued for us: HasChildren alone would end the loop before the
 		// worker's status is known.
-		if s.pool.Live() == 0 && !reaper.HasChildren() {
+		if s.live() == 0 && !reaper.HasChildren() {
 			s.phase = finished
 		}
 	}
@@ -381,6 +408,9 @@ func (s *supervisor) beginDrain() {
 // the pool's for workers, mapped by --exit-code-map.
 func (s *supervisor) result() int {
 	st := s.pool.Result()
+	if f := s.failure(); f != nil {
+		st = f.Status
+	}
 	if !s.cfg.clusterMode {
 		st = s.pool.Slots()[0].Last
 	}
@@ -390,4 +420,81 @@ func (s *supervisor) result() int {
 		code = to
 	}
 	return code
+}
+
+// startPools starts the agent, or the workers when there is none; with an
+// agent the workers start once it is ready (startWorkersOnceAgentReady).
+func (s *supervisor) startPools(now time.Time) error {
+	if s.agent == nil {
+		s.workersStarted = true
+		return s.pool.Start(now)
+	}
+	if err := s.agent.Start(now); err != nil {
+		return err
+	}
+	return s.startWorkersOnceAgentReady(now)
+}
+
+// startWorkersOnceAgentReady starts the workers the first time the agent
+// is ready, so that they can count on it from their first request.
+func (s *supervisor) startWorkersOnceAgentReady(now time.Time) error {
+	if s.agent == nil || s.workersStarted || !s.agentReady || s.phase != running {
+		return nil
+	}
+	s.workersStarted = true
+	return s.pool.Start(now)
+}
+
+// stopAll stops the workers with sig and, after them, the agent: it gets
+// its stop signal once every worker is gone (workers may talk to it while
+// they drain) or when half the stop timeout has passed, whichever is
+// first, so that it has time to stop too within the one deadline.
+func (s *supervisor) stopAll(sig unix.Signal, now time.Time) {
+	s.phase, s.deadline = stopping, now.Add(s.cfg.stopTimeout)
+	s.pool.Stop(sig, s.cfg.groupScope)
+	if s.agent != nil {
+		s.agentStopAt = now.Add(s.cfg.stopTimeout / 2)
+		s.stopAgentWhenDue(now)
+	}
+}
+
+// stopAgentWhenDue sends the agent its stop signal when stopAll's time for
+// it has come.
+func (s *supervisor) stopAgentWhenDue(now time.Time) {
+	if s.agent == nil || s.agentStopAt.IsZero() || (s.pool.Live() > 0 && now.Before(s.agentStopAt)) {
+		return
+	}
+	s.agentStopAt = time.Time{}
+	s.agent.Stop(s.cfg.stopSignal, s.cfg.groupScope)
+	if s.agent.Live() > 0 {
+		s.log.Info(fmt.Sprintf("sent SIG%s to the agent", signals.Name(s.cfg.stopSignal)))
+	}
+}
+
+// signalAll forwards sig to every worker and the agent.
+func (s *supervisor) signalAll(sig unix.Signal) {
+	s.pool.Signal(sig, s.cfg.groupScope)
+	if s.agent != nil {
+		s.agent.Signal(sig, s.cfg.groupScope)
+	}
+}
+
+// live counts running processes of both pools.
+func (s *supervisor) live() int {
+	n := s.pool.Live()
+	if s.agent != nil {
+		n += s.agent.Live()
+	}
+	return n
+}
+
+// failure is why a pool gave up: the workers' or the agent's.
+func (s *supervisor) failure() *cluster.Failure {
+	if f := s.pool.Failure(); f != nil {
+		return f
+	}
+	if s.agent != nil {
+		return s.agent.Failure()
+	}
+	return nil
 }

@@ -1,0 +1,201 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// agentWorkerApp is one Node program for both roles, unmodified-style:
+// process.send and process.on('message') only.
+const agentWorkerApp = `const role = process.env.GOINIT_ROLE, id = process.env.GOINIT_WORKER_ID;
+const me = role === 'agent' ? 'agent' : 'worker ' + id;
+console.log(me + ' up, role ' + role);
+process.on('message', m => console.log(me + ' got ' + JSON.stringify(m)));
+process.on('SIGTERM', () => { console.log(me + ' got TERM'); setTimeout(() => process.exit(0), role === 'agent' ? 0 : 200); });
+if (role === 'agent') {
+  setTimeout(() => { console.log('agent says ready'); process.send('ready'); }, 300);
+  let seq = 0;
+  setInterval(() => { seq++; process.send({to: 'workers', data: {seq}}); }, 50);
+} else {
+  process.send('ready');
+  setInterval(() => process.send({to: 'agent', data: {from: Number(id)}}), 100);
+}
+setInterval(() => {}, 1000);
+`
+
+// TestAgent runs an agent beside 2 workers: the agent is ready before any
+// worker starts, each process knows its role, the agent hears worker
+// events, messages flow both ways, a killed agent is restarted while the
+// workers keep running, and on shutdown the workers stop before the agent.
+func TestAgent(t *testing.T) {
+	requireRoot(t)
+	app := nodeScript(t, agentWorkerApp)
+	p := start(t, runOpts{pid1: true}, "--workers=2", "--ready=message", "--agent=node '"+app+"'", "--restart-delay=50ms", "--", "node", app)
+	defer p.cmd.Process.Signal(syscall.SIGKILL)
+	p.waitLine("worker 1 up, role worker", 20*time.Second)
+	p.waitLine("worker 0 up, role worker", 20*time.Second)
+	out := p.stdout()
+	if a, w := strings.Index(out, "agent says ready"), strings.Index(out, "worker 0 up"); a < 0 || w < a {
+		t.Fatalf("a worker started before the agent was ready:\n%s", out)
+	}
+	if !strings.Contains(out, "agent up, role agent") {
+		t.Fatalf("the agent does not know its role:\n%s", out)
+	}
+	p.waitLine(`agent got {"from":0,"data":{"from":0}}`, 10*time.Second)
+	p.waitLine(`agent got {"from":1,"data":{"from":1}}`, 10*time.Second)
+	p.waitLine(`worker 0 got {"from":"agent","data":{"seq":`, 10*time.Second)
+	p.waitLine(`worker 1 got {"from":"agent","data":{"seq":`, 10*time.Second)
+	p.waitLine(`agent got {"from":"goinit","data":{"event":"worker-ready","id":1`, 10*time.Second)
+
+	// Kill the agent: it is restarted, the workers are not, and they hear it.
+	agent := pidOf(t, p.errText(), `agent started" prog=goinit worker=0 pid=(\d+)`)
+	syscall.Kill(hostPid(t, p.cmd.Process.Pid, agent), syscall.SIGKILL)
+	waitLogN(t, p, "agent started", 2, 10*time.Second)
+	p.waitLine(`worker 0 got {"from":"goinit","data":{"event":"agent-exit"`, 10*time.Second)
+	waitLogN(t, p, "worker 0 started", 1, time.Second)
+	if strings.Count(p.errText(), "worker 0 started") != 1 || strings.Count(p.errText(), "worker 1 started") != 1 {
+		t.Fatalf("a worker restarted with the agent:\n%s", p.errText())
+	}
+
+	p.signal(syscall.SIGTERM)
+	if code := p.wait(20 * time.Second); code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+	out = p.stdout()
+	last := strings.LastIndex(out, "agent got TERM")
+	for _, w := range []string{"worker 0 got TERM", "worker 1 got TERM"} {
+		if i := strings.Index(out, w); i < 0 || i > last {
+			t.Fatalf("%q not before the agent's stop:\n%s", w, out)
+		}
+	}
+}
+
+// pidOf finds the last pid matched by re (one group) in s: the current
+// process of a worker that restarted.
+func pidOf(t *testing.T, s, re string) int {
+	t.Helper()
+	all := regexp.MustCompile(re).FindAllStringSubmatch(s, -1)
+	if all == nil {
+		t.Fatalf("no %q in:\n%s", re, s)
+	}
+	n, _ := strconv.Atoi(all[len(all)-1][1])
+	return n
+}
+
+// TestAgentCrashLoop checks that an agent that keeps failing ends goinit
+// with its status, as a worker's crash loop does, and that the workers,
+// which wait for it, never start.
+func TestAgentCrashLoop(t *testing.T) {
+	requireRoot(t)
+	code, stderr := runToEnd(t, runOpts{pid1: true}, "--workers=2", "--agent=sh -c 'exit 7'", "--agent-ready=message",
+		"--max-restarts=2", "--restart-delay=10ms", "--", "sleep", "1000")
+	if code != 7 || !strings.Contains(stderr, "agent is crash-looping") {
+		t.Fatalf("exit %d, want 7 with a crash-loop line:\n%s", code, stderr)
+	}
+	if strings.Contains(stderr, "worker 0 started") {
+		t.Fatalf("workers started without a ready agent:\n%s", stderr)
+	}
+}
+
+// TestAgentMessagesWhileWorkersRestart has the agent send numbered
+// messages to worker ids in turn while workers are SIGKILLed and
+// restarted: a worker only ever gets messages addressed to its id, and
+// never the same one twice.
+func TestAgentMessagesWhileWorkersRestart(t *testing.T) {
+	requireRoot(t)
+	app := nodeScript(t, `const role = process.env.GOINIT_ROLE, id = process.env.GOINIT_WORKER_ID;
+if (role === 'agent') {
+  process.send('ready');
+  let seq = 0;
+  setInterval(() => { seq++; const to = seq % 3; process.send({to, data: {seq, to}}); if (seq % 7 === 0) process.send({to: 'random', data: {seq, to: 'random'}}); }, 5);
+} else {
+  process.send('ready');
+  process.on('message', m => { if (m.from === 'agent') console.log('W' + id + ' pid ' + process.pid + ' seq ' + m.data.seq + ' for ' + m.data.to); });
+}
+setInterval(() => {}, 1000);
+`)
+	p := start(t, runOpts{pid1: true}, "--workers=3", "--ready=message", "--agent=node "+app, "--restart-delay=20ms", "--", "node", app)
+	defer p.cmd.Process.Signal(syscall.SIGKILL)
+	p.waitLine("W2 pid", 20*time.Second)
+	for range 3 {
+		time.Sleep(200 * time.Millisecond) // let messages flow between kills
+		w := pidOf(t, p.errText(), `worker 1 started" prog=goinit worker=1 pid=(\d+)`)
+		if host := hostPidOrZero(p.cmd.Process.Pid, w); host > 0 {
+			syscall.Kill(host, syscall.SIGKILL)
+		}
+	}
+	time.Sleep(300 * time.Millisecond)
+	seen := map[string]bool{}
+	re := regexp.MustCompile(`^W(\d) pid (\d+) seq (\d+) for (\w+)$`)
+	n := 0
+	for _, line := range strings.Split(p.stdout(), "\n") {
+		m := re.FindStringSubmatch(line)
+		if m == nil {
+			continue
+		}
+		n++
+		if m[4] != m[1] && m[4] != "random" {
+			t.Errorf("worker %s got a message for %s: %q", m[1], m[4], line)
+		}
+		key := m[3] + " " + m[4]
+		if seen[key] {
+			t.Errorf("message %s delivered twice: %q", key, line)
+		}
+		seen[key] = true
+	}
+	if n < 100 {
+		t.Fatalf("only %d messages delivered:\n%s", n, p.errText())
+	}
+	if starts := strings.Count(p.errText(), "worker 1 started"); starts != 4 {
+		t.Fatalf("worker 1 started %d times, want 4 (3 kills)", starts)
+	}
+	t.Logf("%d messages delivered while worker 1 was killed 3 times", n)
+}
+
+// hostPidOrZero is hostPid without failing when the process is gone.
+func hostPidOrZero(goinit, nsPid int) int {
+	for pid := range descendants(goinit) {
+		if b, err := readFile(fmt.Sprintf("/proc/%d/status", pid)); err == nil {
+			for _, l := range strings.Split(b, "\n") {
+				if f := strings.Fields(l); len(f) == 3 && f[0] == "NSpid:" && f[2] == strconv.Itoa(nsPid) {
+					return pid
+				}
+			}
+		}
+	}
+	return 0
+}
+
+// TestAgentBadInput checks --agent's one-line errors.
+func TestAgentBadInput(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--workers=2", "--agent=node 'unclosed", "--", "true"}, "--agent"},
+		{[]string{"--agent=sleep 1", "--", "true"}, "add --workers"},
+		{[]string{"--workers=2", "--agent-ready=exec", "--", "true"}, "there is no --agent"},
+		{[]string{"--workers=2", "--agent=sleep 1", "--agent-ready=listen", "--", "true"}, "never listens on a shared port"},
+		{[]string{"--workers=2", "--agent=/no/such/agent", "--", "true"}, "--agent: cannot run"},
+	} {
+		code, stderr := runToEnd(t, runOpts{}, c.args...)
+		want := 2
+		if strings.Contains(c.want, "cannot run") {
+			want = 127
+		}
+		if code != want || !strings.Contains(stderr, c.want) || strings.Count(strings.TrimSpace(stderr), "\n") != 0 {
+			t.Errorf("%v: exit %d, stderr %q; want %d and one line with %q", c.args, code, stderr, want, c.want)
+		}
+	}
+}
+
+func readFile(name string) (string, error) {
+	b, err := os.ReadFile(name)
+	return string(b), err
+}
