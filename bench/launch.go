@@ -2,11 +2,13 @@ package bench
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -54,6 +56,9 @@ type startOptions struct {
 	// do: it starts through procns, which mounts it and execs argv, so
 	// argv is still PID 1 and the process the harness watches.
 	ownProc bool
+	// mergeStdout sends stdout, when not piped, to the same tail as
+	// stderr, for a command whose report is on stdout (pm2's CLI).
+	mergeStdout bool
 }
 
 // start runs argv in its own process group (and PID namespace, if the
@@ -74,6 +79,9 @@ func (l launcher) start(argv []string, o startOptions) (*proc, error) {
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL, Cloneflags: uintptr(nsFlags)}
 	p := &proc{cmd: cmd, stderr: &tailBuffer{max: 4096}, done: make(chan struct{})}
 	cmd.Stderr = p.stderr
+	if o.mergeStdout && !o.pipes {
+		cmd.Stdout = p.stderr
+	}
 	var stdout io.ReadCloser
 	if o.pipes {
 		var err error
@@ -140,6 +148,22 @@ func (p *proc) wait(d time.Duration) error {
 	}
 }
 
+// exitCode returns the exit status of a process that has exited; -1 if it
+// was killed by a signal or has not exited.
+func (p *proc) exitCode() int {
+	if !p.exited() {
+		return -1
+	}
+	var ee *exec.ExitError
+	if errors.As(p.err, &ee) {
+		return ee.ExitCode()
+	}
+	if p.err != nil {
+		return -1
+	}
+	return 0
+}
+
 // exited reports whether the process has exited.
 func (p *proc) exited() bool {
 	select {
@@ -184,11 +208,28 @@ func (p *proc) stderrSuffix() string {
 	return "; its stderr ends with: " + s
 }
 
-// tailBuffer keeps the last max bytes written to it.
+// watchStderr returns a channel that receives the first whole line written
+// to stderr after this call that contains any of subs. Lines are matched as
+// they are written, so a line the tail has since dropped is still seen.
+func (p *proc) watchStderr(subs ...string) <-chan string {
+	return p.stderr.watch(subs)
+}
+
+// tailBuffer keeps the last max bytes written to it, and hands whole lines
+// to watchers.
 type tailBuffer struct {
 	mu  sync.Mutex
 	max int
 	buf []byte
+	// line is the unterminated end of what was written, at most max bytes.
+	line     []byte
+	watchers []lineWatch
+}
+
+// lineWatch waits for one line containing any of subs.
+type lineWatch struct {
+	subs []string
+	ch   chan string // buffered 1; receives once
 }
 
 // Write implements io.Writer.
@@ -199,7 +240,45 @@ func (t *tailBuffer) Write(b []byte) (int, error) {
 	if over := len(t.buf) - t.max; over > 0 {
 		t.buf = append(t.buf[:0], t.buf[over:]...)
 	}
+	if len(t.watchers) == 0 {
+		return len(b), nil
+	}
+	t.line = append(t.line, b...)
+	for {
+		i := bytes.IndexByte(t.line, '\n')
+		if i < 0 {
+			break
+		}
+		t.match(string(t.line[:i]))
+		t.line = t.line[i+1:]
+	}
+	if len(t.line) > t.max {
+		t.line = t.line[len(t.line)-t.max:]
+	}
 	return len(b), nil
+}
+
+// match hands line to the watchers it satisfies and drops them.
+func (t *tailBuffer) match(line string) {
+	t.watchers = slices.DeleteFunc(t.watchers, func(w lineWatch) bool {
+		if !slices.ContainsFunc(w.subs, func(s string) bool { return strings.Contains(line, s) }) {
+			return false
+		}
+		w.ch <- line
+		return true
+	})
+}
+
+// watch registers a watcher for the lines written from now on.
+func (t *tailBuffer) watch(subs []string) <-chan string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if len(t.watchers) == 0 {
+		t.line = t.line[:0] // only lines written from now on count
+	}
+	ch := make(chan string, 1)
+	t.watchers = append(t.watchers, lineWatch{subs: subs, ch: ch})
+	return ch
 }
 
 // String returns what is kept.

@@ -27,6 +27,9 @@ type Tools struct {
 	Node string
 	// PM2Runtime is pm2's foreground launcher, from Cache/npm or PATH.
 	PM2Runtime string
+	// PM2 is pm2's command line, from the same place: it asks a running
+	// pm2 to reload.
+	PM2 string
 	// SigChild and OrphanStorm are built from bench/apps.
 	SigChild, OrphanStorm string
 	// ProcNS is built from init/testdata/procns: it mounts a /proc of its
@@ -106,6 +109,7 @@ func findTools(ctx context.Context, root, cache string) (Tools, error) {
 	t.Wrk = look("wrk")
 	t.Node = look("node")
 	t.PM2Runtime = look("pm2-runtime", filepath.Join(cache, "npm", "node_modules", ".bin", "pm2-runtime"))
+	t.PM2 = look("pm2", filepath.Join(cache, "npm", "node_modules", ".bin", "pm2"))
 	t.True = look("true")
 	t.Sleep = look("sleep")
 	for _, f := range []struct {
