@@ -44,7 +44,8 @@ func TestHarnessTiny(t *testing.T) {
 			"7. supervisor CPU")
 		// The fault figure runs the Node app only.
 		if _, err := exec.LookPath("node"); err == nil {
-			figs = append(figs, "6. failed requests")
+			figs = append(figs, "6. failed requests", "8. failed requests during a reload", "8. reload duration",
+				"8. bad release", "8. failed requests from the reload")
 			// The unmodified app under --share-ports is measured where
 			// the same app on fd 3 is.
 			for _, fig := range []string{"4. requests/s, Node app, new connection per request", "6. failed requests, "} {

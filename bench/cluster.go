@@ -99,11 +99,8 @@ func (h *harness) clusterPeers(app string, names ...string) ([]clusterPeer, erro
 		all = append(all,
 			clusterPeer{
 				name: shareContender, app: app, tools: []string{"node", "nodeapp/app.js"}, supervised: true,
-				note: "examples/nodeapp, unmodified: listen(PORT) in each worker, no --listen; --share-ports=auto",
-				start: func(port, n int) (*clusterRun, error) {
-					return h.startSupervised(port, []string{t.Goinit, "--workers=" + strconv.Itoa(n), "--share-ports=auto",
-						"--", t.Node, t.NodeApp}, startOptions{env: []string{"PORT=" + strconv.Itoa(port)}})
-				},
+				note:  "examples/nodeapp, unmodified: listen(PORT) in each worker, no --listen; --share-ports=auto",
+				start: func(port, n int) (*clusterRun, error) { return h.startShared(t.NodeApp, port, n) },
 			},
 			clusterPeer{
 				name: "node cluster", app: app, tools: []string{"node", "nodeserver/cluster.js"}, supervised: true,
@@ -158,6 +155,13 @@ func (h *harness) startSupervised(port int, argv []string, o startOptions) (*clu
 		return nil, err
 	}
 	return &clusterRun{port: port, sup: p, client: newClient()}, nil
+}
+
+// startShared starts the unmodified Node app at app, n workers under
+// goinit with --share-ports, each binding PORT itself.
+func (h *harness) startShared(app string, port, n int) (*clusterRun, error) {
+	return h.startSupervised(port, []string{h.tools.Goinit, "--workers=" + strconv.Itoa(n), "--share-ports=auto",
+		"--", h.tools.Node, app}, startOptions{env: []string{"PORT=" + strconv.Itoa(port)}})
 }
 
 // startAlone starts the ceiling: n copies of the Go server, each handed its
@@ -498,6 +502,9 @@ var loadKinds = [...]struct {
 // figures collects values per figure and contender, keeping the order in
 // which figures are declared.
 type figures struct {
+	// ref is the contender the others are divided by; refContender
+	// unless set.
+	ref   string
 	order []Row
 	vals  map[string]map[string][]float64
 	notes map[string]map[string]string
@@ -505,7 +512,7 @@ type figures struct {
 
 // newFigures returns an empty collection.
 func newFigures() *figures {
-	return &figures{vals: map[string]map[string][]float64{}, notes: map[string]map[string]string{}}
+	return &figures{ref: refContender, vals: map[string]map[string][]float64{}, notes: map[string]map[string]string{}}
 }
 
 // declare adds a figure: a Row template whose Contender is ignored.
@@ -536,7 +543,7 @@ func (f *figures) rows(r *Report, contenders []string) {
 			row := tmpl
 			row.Contender = c
 			row.Value = Summarize(vs)
-			row.Ref = c == refContender
+			row.Ref = c == f.ref
 			if noted {
 				row.Note = note
 			}

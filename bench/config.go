@@ -11,10 +11,10 @@ type Mode int
 
 const (
 	// Full is `make bench`: every figure with enough runs to trust the
-	// medians; about 7 minutes on 2 cores.
+	// medians; about 9 minutes on 2 cores.
 	Full Mode = iota
-	// Quick is BENCH_QUICK=1: every figure, few and short runs; under a
-	// minute. Good for seeing the shape, not for quoting numbers.
+	// Quick is BENCH_QUICK=1: every figure, few and short runs; about a
+	// minute and a half. Good for seeing the shape, not for quoting numbers.
 	Quick
 	// Tiny is what `go test` runs: one short run of everything, to check the
 	// harness still works. Its numbers mean nothing.
@@ -80,6 +80,19 @@ type Plan struct {
 	// FaultDuration is the length of the load during which workers are
 	// killed, and FaultEvery the time between two kills.
 	FaultDuration, FaultEvery time.Duration
+	// ReloadReps is the number of reloads per contender and release (a
+	// good one and one that exits at start), each on a fresh start.
+	ReloadReps int
+	// ReloadLead is how long the load runs before the reload is asked
+	// for, and ReloadTail how long it goes on after a good reload
+	// reported success, while the old workers drain.
+	ReloadLead, ReloadTail time.Duration
+	// ReloadAfter is the load after a bad release's reload reported,
+	// whatever it reported: is the app still served?
+	ReloadAfter time.Duration
+	// ReloadTimeout bounds the wait for a reload to report; a reload of two
+	// Node workers takes about a second.
+	ReloadTimeout time.Duration
 }
 
 // PlanFor returns the plan of mode m.
@@ -93,6 +106,8 @@ func PlanFor(m Mode) Plan {
 			LoadReps: 1, LoadDuration: time.Second, Warmup: 0,
 			Threads: 2, Connections: 32, RestartKills: 1,
 			FaultReps: 1, FaultDuration: 3 * time.Second, FaultEvery: time.Second,
+			ReloadReps: 1, ReloadLead: time.Second, ReloadTail: time.Second,
+			ReloadAfter: 5 * time.Second, ReloadTimeout: 30 * time.Second,
 		}
 	case Tiny:
 		return Plan{
@@ -102,6 +117,8 @@ func PlanFor(m Mode) Plan {
 			LoadReps: 1, LoadDuration: time.Second, Warmup: 0,
 			Threads: 1, Connections: 4, RestartKills: 1,
 			FaultReps: 1, FaultDuration: time.Second, FaultEvery: 500 * time.Millisecond,
+			ReloadReps: 1, ReloadLead: 500 * time.Millisecond, ReloadTail: 500 * time.Millisecond,
+			ReloadAfter: time.Second, ReloadTimeout: 30 * time.Second,
 		}
 	}
 	return Plan{
@@ -111,6 +128,8 @@ func PlanFor(m Mode) Plan {
 		LoadReps: 3, LoadDuration: 5 * time.Second, Warmup: time.Second,
 		Threads: 2, Connections: 64, RestartKills: 2,
 		FaultReps: 2, FaultDuration: 10 * time.Second, FaultEvery: time.Second,
+		ReloadReps: 3, ReloadLead: time.Second, ReloadTail: 2 * time.Second,
+		ReloadAfter: 5 * time.Second, ReloadTimeout: 30 * time.Second,
 	}
 }
 
@@ -133,7 +152,8 @@ type Config struct {
 	// Log receives one line per step, for a person watching; nil discards.
 	Log io.Writer
 	// Only names the sections to run ("init cost", "signal latency",
-	// "reaping", "cluster throughput", "faults under load"); empty runs
+	// "reaping", "cluster throughput", "faults under load", "reload under
+	// load"); empty runs
 	// every one.
 	Only []string
 }

@@ -15,7 +15,9 @@
 // namespace, exactly as in a container, so that killing it ends everything
 // under it; cluster contenders also get a mount namespace with a /proc of
 // their PID namespace, as a container runtime gives them. It never signals a process it did not start, except pm2 daemons
-// whose PM2_HOME is one of its own temporary directories. All network traffic
+// whose PM2_HOME is one of its own temporary directories. It writes no file
+// outside the cache and its temporary directory: the reload figures run a
+// copy of the Node app there, and a bad release replaces that copy. All network traffic
 // goes to 127.0.0.1, and every loop is bounded in count and in time.
 //
 // It is a benchmark, not a test: nothing here asserts on a timing. The test

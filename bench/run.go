@@ -74,6 +74,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		{"reaping", h.reaping},
 		{"cluster throughput", h.throughput},
 		{"faults under load", h.faults},
+		{"reload under load", h.reloadUnderLoad},
 	}
 	var errs []error
 	for _, name := range cfg.Only {

@@ -4,8 +4,8 @@
 //
 // Run it from the repository root, after bench/install-peers.sh:
 //
-//	go run ./bench/cmd/goinit-bench              # full: about 7 minutes
-//	BENCH_QUICK=1 go run ./bench/cmd/goinit-bench # under a minute
+//	go run ./bench/cmd/goinit-bench              # full: about 9 minutes
+//	BENCH_QUICK=1 go run ./bench/cmd/goinit-bench # about a minute and a half
 //
 // Progress goes to stderr, the table to stdout and to -out. The exit status is
 // 1 if any figure could not be measured; the table is written all the same.
