@@ -272,7 +272,11 @@ func (p *Pool) HandleExit(pid int, st reaper.Status, now time.Time) bool {
 		p.cfg.Log.Log(context.Background(), p.infoLevel(), fmt.Sprintf("%s (pid %d, %s) %s after %s",
 			p.cfg.Name(pr.id), pid, pr.replaced, p.explain(pr.id, st), pr.uptime(now).Round(time.Millisecond)),
 			"worker", pr.id, "pid", pid, "status", st.Code())
-		p.emit(Event{Kind: WorkerExited, ID: pr.id, Pid: pid, Status: st})
+		ev := Event{Kind: WorkerExited, ID: pr.id, Pid: pid, Status: st}
+		if pr.cause != "" && pr.cause != "reload" && pr.cause != "scaled down" {
+			ev.Restart = "recycle"
+		}
+		p.emit(ev)
 		return true
 	case discarded:
 		p.cfg.Log.Debug(fmt.Sprintf("%s: the failed replacement (pid %d) %s", p.cfg.Name(pr.id), pid, st), "worker", pr.id, "pid", pid)

@@ -46,6 +46,9 @@ type proc struct {
 	forced string
 	// replaced names why it is being replaced, for its exit line.
 	replaced string
+	// cause is, for a draining process, why it was replaced: "reload",
+	// "scaled down", or a recycling reason.
+	cause string
 }
 
 // uptime is how long p has run at now.
@@ -94,7 +97,8 @@ type Event struct {
 	// Reason is the log line's explanation, for reloads and exits.
 	Reason string
 	// Restart is why the worker is restarted, for metrics: "exit",
-	// "signal", "oom" (Explain said so), "hung", "not-ready", "recycle",
-	// or "" when it is not restarted.
+	// "signal", "hung", "not-ready", or "recycle" (the exit of a process
+	// replaced by --max-lifetime, --memory-recycle or a restart request),
+	// "" when it is not restarted.
 	Restart string
 }

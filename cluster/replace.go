@@ -165,6 +165,7 @@ func (p *Pool) promote(s *Slot, pr *proc, now time.Time) {
 	s.cur, s.next, s.Successor = pr, nil, 0
 	s.Pid, s.Started, s.Release, s.State = pr.pid, pr.started, pr.release, Running
 	if old != nil {
+		old.cause = pr.replaced
 		p.drain(old, "replaced by pid "+fmt.Sprint(pr.pid), now)
 		p.cfg.Log.Info(fmt.Sprintf("%s: replacement (pid %d) is ready; sent %s to the old process (pid %d), SIGKILL in %s",
 			p.cfg.Name(s.ID), pr.pid, sigName(p.cfg.StopSignal), old.pid, p.cfg.StopTimeout), "worker", s.ID, "pid", pr.pid)
@@ -282,6 +283,7 @@ func (p *Pool) Scale(n int, now time.Time) error {
 		for _, s := range p.slots[n:] {
 			for _, pr := range []*proc{s.cur, s.next} {
 				if pr != nil {
+					pr.cause = "scaled down"
 					p.drain(pr, "scaled down", now)
 				}
 			}

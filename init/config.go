@@ -18,8 +18,10 @@ import (
 
 	"github.com/goinit/goinit/cgroup"
 	"github.com/goinit/goinit/cluster"
+	"github.com/goinit/goinit/health"
 	"github.com/goinit/goinit/portshare"
 	"github.com/goinit/goinit/signals"
+	"github.com/goinit/goinit/worklog"
 )
 
 // envPrefix prefixes the environment variable of every flag:
@@ -77,6 +79,13 @@ type config struct {
 	agentPath  string
 	agentReady cluster.Readiness
 
+	// control is --control ("" = the default path when it can be made,
+	// "off"); healthAddr the health server's address, "" = off.
+	control    string
+	healthAddr string
+	minReady   int
+	workerLogs worklog.Mode
+
 	stopTimeout  time.Duration
 	preStopDelay time.Duration
 	groupScope   bool
@@ -121,6 +130,8 @@ type flags struct {
 	sharePorts                                             string
 	ready, ipc, reloadSignal                               string
 	agent, agentReady                                      string
+	control, healthAddr, workerLogs                        string
+	minReady                                               int
 	readyTimeout, watchdog, maxLifetime                    time.Duration
 	reloadSurge                                            int
 	version, help, logReaped                               bool
@@ -173,6 +184,10 @@ func newFlags() *flags {
 	fs.StringVar(&f.cpuLimit, "cpu-limit", "", "per-worker CPU limit in CPUs: 0.5, 2, 500m")
 	fs.StringVar(&f.pidsLimit, "pids-limit", "", "per-worker limit on processes and threads")
 	fs.StringVar(&f.cgroupMd, "cgroup", "required", "required: limits that cannot be applied are an error; optional: warn and run without")
+	fs.StringVar(&f.control, "control", "", "control socket for goinit status/reload/scale/...: PATH, or off (default /run/goinit/control.sock when /run/goinit can be made)")
+	fs.StringVar(&f.healthAddr, "health-addr", "", "serve /healthz, /readyz and /metrics on HOST:PORT (a port alone is 127.0.0.1:PORT; default off)")
+	fs.IntVar(&f.minReady, "min-ready", 1, "ready workers /readyz needs for 200")
+	fs.StringVar(&f.workerLogs, "worker-logs", "inherit", "workers' stdout/stderr: inherit (straight through), prefix ([worker 2] ...), json (one object per line)")
 	fs.StringVar(&f.logFormat, "log-format", "text", "text or json")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.BoolVar(&f.logReaped, "log-reaped", false, "log every reaped orphan (zombie) at warn level, like tini -w")
@@ -365,6 +380,9 @@ func (f *flags) config(cpus func() (int, string, error)) (*config, error) {
 	if err := f.agentConfig(c); err != nil {
 		return nil, err
 	}
+	if err := f.operateConfig(c); err != nil {
+		return nil, err
+	}
 	if c.limits, err = f.limits(); err != nil {
 		return nil, err
 	}
@@ -499,6 +517,28 @@ func (f *flags) agentConfig(c *config) error {
 	}
 	if c.agentReady.Mode == cluster.ReadyListen {
 		return usagef("invalid %s: the agent's binds are not shared, so it never listens on a shared port; use message, notify, exec or delay:DUR", f.name("agent-ready"))
+	}
+	return nil
+}
+
+// operateConfig validates the control socket, health server and worker
+// logs.
+func (f *flags) operateConfig(c *config) error {
+	c.control = f.control
+	if c.control != "" && c.control != "off" && !strings.HasPrefix(c.control, "/") {
+		return usagef("invalid %s %q: use an absolute path such as /run/goinit/control.sock, or off", f.name("control"), f.control)
+	}
+	addr, err := health.ParseAddr(f.healthAddr)
+	if err != nil {
+		return usagef("invalid %s: %v", f.name("health-addr"), err)
+	}
+	c.healthAddr = addr
+	if f.minReady < 0 {
+		return usagef("invalid %s %d: 0 or more", f.name("min-ready"), f.minReady)
+	}
+	c.minReady = f.minReady
+	if c.workerLogs, err = worklog.ParseMode(f.workerLogs); err != nil {
+		return usagef("invalid %s: %v", f.name("worker-logs"), err)
 	}
 	return nil
 }

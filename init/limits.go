@@ -93,6 +93,8 @@ func openCgroups(cfg *config, env *workerEnv, log *slog.Logger) (func(), error) 
 	env.explain = l.explain
 	env.oomCheck = l.check
 	env.memoryOver = l.memoryOver
+	env.usage = l.usage
+	env.oomKills = l.OOMKills
 	return func() {
 		if err := h.Close(); err != nil {
 			log.Warn("cannot remove worker cgroups", "err", err)
@@ -129,6 +131,16 @@ func (l *limiter) slot(id int) (slotCgroup, error) {
 	l.cg[id] = s
 	l.started(id, s)
 	return s, nil
+}
+
+// usage reads slot id's cgroup, if it has one.
+func (l *limiter) usage(id int) (cgroup.Usage, bool) {
+	c, ok := l.cg[id]
+	if !ok {
+		return cgroup.Usage{}, false
+	}
+	u, err := c.Usage()
+	return u, err == nil
 }
 
 // memoryOver lists the running slots whose cgroup uses more than limit

@@ -16,14 +16,17 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"time"
 	"slices"
 	"strings"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/goinit/goinit/cluster"
+	"github.com/goinit/goinit/control"
 	"github.com/goinit/goinit/reaper"
 	"github.com/goinit/goinit/signals"
+	"github.com/goinit/goinit/worklog"
 )
 
 // version is stamped at build time from git describe.
@@ -38,6 +41,16 @@ const (
 func main() {
 	if opts, ok := os.LookupEnv(shimEnv); ok {
 		os.Exit(runShim(opts, os.Args[1:], os.Stderr))
+	}
+	// `goinit status` and friends: the same binary is the client of a
+	// running goinit's control socket. PID 1 is never the client: as PID
+	// 1, `goinit top` runs a command named top (as `goinit -- top` does
+	// anywhere).
+	if len(os.Args) > 1 && control.IsCommand(os.Args[1]) && os.Getpid() != 1 {
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, unix.SIGTERM)
+		code := control.RunCLI(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
+		stop()
+		os.Exit(code)
 	}
 	os.Exit(run(os.Args[1:], os.Environ(), os.Stdout, os.Stderr))
 }
@@ -59,6 +72,20 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 	cfg, err := f.config(availableCPUs)
 	if err != nil {
 		return fail(stderr, err)
+	}
+	var logs *worklog.Logs
+	if cfg.clusterMode && cfg.workerLogs != worklog.Inherit {
+		// goinit's own lines go through the same writer as the workers'
+		// lines, so that no two lines ever interleave.
+		if logs, err = worklog.New(cfg.workerLogs, stdout, stderr, worklog.Options{}); err != nil {
+			return fail(stderr, err)
+		}
+		stderr = logs.Stderr()
+		defer func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			logs.Close(ctx)
+		}()
 	}
 	log := newLogger(cfg, stderr)
 	if cfg.workersHow != "" {
@@ -116,7 +143,11 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 		log.Error(fmt.Sprintf("cannot find goinit's own executable: %v", err))
 		return exitInternal
 	}
-	sup := newSupervisor(cfg, log, r, sigc, env, self, dir)
+	sup := newSupervisor(cfg, log, r, sigc, env, self, dir, logs)
+	if err := operate(ctx, cfg, log, sup, env, logs); err != nil {
+		log.Error(err.Error())
+		return exitCode(err)
+	}
 	code := sup.run(ctx)
 	cancel()
 	if err := <-reaped; err != nil && !errors.Is(err, context.Canceled) {

@@ -225,6 +225,9 @@ func (s *supervisor) onPoolEvent(role string, e cluster.Event) {
 	if role == "agent" && e.Kind == cluster.WorkerReady {
 		s.agentReady = true
 	}
+	if s.op != nil {
+		s.op.onPoolEvent(role, e)
+	}
 	if s.io == nil || s.io.chans == nil {
 		return
 	}
@@ -255,6 +258,9 @@ func (s *supervisor) onPoolEvent(role string, e cluster.Event) {
 		live.Agent = false
 	} else {
 		live.Workers = nil
+	}
+	if !live.Agent && len(live.Workers) == 0 {
+		return // nobody to tell: not a dropped message
 	}
 	s.deliver(s.io.router.Event(pe, live), conns)
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/goinit/goinit/cluster"
 	"github.com/goinit/goinit/portshare"
 	"github.com/goinit/goinit/reaper"
+	"github.com/goinit/goinit/worklog"
 )
 
 // slotCgroup is what starting a worker needs of its cgroup.
@@ -65,6 +66,9 @@ type spawner struct {
 	// io makes each worker's channel to goinit and notify socket; nil
 	// when workers get neither.
 	io *procIO
+	// logs carries the workers' output with --worker-logs=prefix|json;
+	// nil to inherit goinit's stdout and stderr.
+	logs *worklog.Logs
 	// releases are the commands a reload prepared, by release number;
 	// release 0 is the one goinit started with.
 	releases []string
@@ -187,6 +191,17 @@ func (s *spawner) start(id, release int) (int, error) {
 	}
 	cmd.Env, cmd.ExtraFiles, cmd.SysProcAttr, cmd.Dir = env, files, attr, s.dir
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+	var pipes *worklog.Pipes
+	if s.logs != nil && s.role != "" {
+		var err error
+		if pipes, err = s.logs.Open(s.role, id); err != nil {
+			if link != nil {
+				s.io.abort(link)
+			}
+			return 0, fmt.Errorf("%s %d: worker logs: %w", s.role, id, err)
+		}
+		cmd.Stdout, cmd.Stderr = pipes.Stdout, pipes.Stderr
+	}
 	// A failed chdir in the child comes back as the same ENOENT as a
 	// missing command, so the directory is checked first, to say which.
 	if _, err := os.Stat(s.dir); err != nil {
@@ -198,6 +213,9 @@ func (s *spawner) start(id, release int) (int, error) {
 			s.command[0], s.dir, errors.Unwrap(err))}
 	}
 	if err := s.reaper.Start(cmd); err != nil {
+		if pipes != nil {
+			pipes.Abort()
+		}
 		if handoff != nil {
 			handoff.Close()
 		}
@@ -207,6 +225,9 @@ func (s *spawner) start(id, release int) (int, error) {
 		return 0, startError(s.command[0], err)
 	}
 	pid := cmd.Process.Pid
+	if pipes != nil {
+		pipes.Started(pid)
+	}
 	if link != nil {
 		s.io.started(link, pid)
 	}

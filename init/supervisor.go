@@ -74,6 +74,10 @@ type supervisor struct {
 	agentReady     bool
 	workersStarted bool
 	agentStopAt    time.Time // when the agent gets its stop signal; zero once sent
+
+	// op publishes snapshots and takes control requests; nil without
+	// --control or --health-addr.
+	op *operator
 }
 
 // run starts the workers and supervises until every process is gone. It
@@ -85,6 +89,7 @@ func (s *supervisor) run(ctx context.Context) int {
 		s.log.Error(startErr.Error())
 		s.stopAll(s.cfg.stopSignal, time.Now())
 	}
+	s.publish(time.Now())
 	for s.advance(); s.phase != finished; s.advance() {
 		var timer <-chan time.Time
 		var t *time.Timer
@@ -105,6 +110,8 @@ func (s *supervisor) run(ctx context.Context) int {
 			s.onChannel(e)
 		case e := <-s.io.notifyEvents():
 			s.onNotify(e)
+		case r := <-s.op.requests():
+			s.onControl(r)
 		case now := <-timer:
 			s.onTimer(now)
 		}
@@ -116,6 +123,7 @@ func (s *supervisor) run(ctx context.Context) int {
 			startErr = err
 			s.stopAll(s.cfg.stopSignal, time.Now())
 		}
+		s.publish(time.Now())
 	}
 	if startErr != nil {
 		return exitCode(startErr)
@@ -127,6 +135,9 @@ func (s *supervisor) nextDeadline() (time.Time, bool) {
 	next, ok := s.deadline, !s.deadline.IsZero()
 	if t, due := s.pool.NextDeadline(); due && (!ok || t.Before(next)) {
 		next, ok = t, true
+	}
+	if s.op != nil && (!ok || s.op.next.Before(next)) {
+		next, ok = s.op.next, true
 	}
 	if s.agent != nil {
 		if t, due := s.agent.NextDeadline(); due && (!ok || t.Before(next)) {
@@ -189,20 +200,23 @@ func (s *supervisor) scaleBy(sig unix.Signal) {
 	if sig == unix.SIGTTOU {
 		n -= 2
 	}
+	if err := s.scaleTo(n); err != nil {
+		s.log.Warn(err.Error())
+	}
+}
+
+// scaleTo changes the number of workers to n, gracefully.
+func (s *supervisor) scaleTo(n int) error {
 	if n < 1 {
-		s.log.Info("received SIGTTOU with one worker left; not scaling below 1")
-		return
+		return fmt.Errorf("not scaling to %d workers: at least 1", n)
 	}
 	if s.cfg.balance == "reuseport" && len(s.cfg.listen) > 0 && n < s.cfg.workers {
 		// Each starting slot has its own SO_REUSEPORT socket, which goinit
 		// holds: with its worker gone, the connections the kernel hashes
 		// to it would wait for an accept that never comes.
-		s.log.Warn(fmt.Sprintf("not scaling below %d workers with --balance=reuseport: the removed worker's socket would keep receiving connections; use --balance=shared to scale down", s.cfg.workers))
-		return
+		return fmt.Errorf("not scaling below %d workers with --balance=reuseport: the removed worker's socket would keep receiving connections; use --balance=shared to scale down", s.cfg.workers)
 	}
-	if err := s.pool.Scale(n, time.Now()); err != nil {
-		s.log.Warn(fmt.Sprintf("cannot scale to %d workers: %v", n, err))
-	}
+	return s.pool.Scale(n, time.Now())
 }
 
 // onJobControl handles SIGTSTP, SIGTTIN and SIGTTOU as dumb-init does, so

@@ -1,18 +1,24 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 
 	"github.com/goinit/goinit/cluster"
+	"github.com/goinit/goinit/control"
+	"github.com/goinit/goinit/health"
 	"github.com/goinit/goinit/reaper"
+	"github.com/goinit/goinit/state"
+	"github.com/goinit/goinit/worklog"
 )
 
 // newSupervisor builds the spawners, the worker pool and (with --agent)
 // the agent's pool of one, and the supervisor that runs them.
-func newSupervisor(cfg *config, log *slog.Logger, r *reaper.Reaper, sigc chan os.Signal, env *workerEnv, self, dir string) *supervisor {
-	base := spawner{cfg: cfg, reaper: r, log: log, self: self, dir: dir, oomScore: -1001, env: childEnv(os.Environ())}
+func newSupervisor(cfg *config, log *slog.Logger, r *reaper.Reaper, sigc chan os.Signal, env *workerEnv, self, dir string, logs *worklog.Logs) *supervisor {
+	base := spawner{cfg: cfg, reaper: r, log: log, self: self, dir: dir, oomScore: -1001, env: childEnv(os.Environ()), logs: logs}
 	sp := base
 	sp.command, sp.path = cfg.command, cfg.path
 	sp.files, sp.listenEnv, sp.cgroup, sp.sharer = env.files, env.listenEnv, env.cgroup, env.sharer
@@ -58,4 +64,53 @@ func newSupervisor(cfg *config, log *slog.Logger, r *reaper.Reaper, sigc chan os
 		sup.tty = &terminal{sigc: sigc}
 	}
 	return sup
+}
+
+// operate starts the control socket and the health server, per --control
+// and --health-addr, and gives sup the operator they read. Both are served
+// until ctx ends, which is when goinit exits, so that `goinit status` and
+// /readyz (503) answer during a shutdown. An address that cannot be used
+// is a start-up error (exit 2); the default control path that cannot be
+// made is only a debug line, so a read-only root keeps working.
+func operate(ctx context.Context, cfg *config, log *slog.Logger, sup *supervisor, env *workerEnv, logs *worklog.Logs) error {
+	cl, err := control.Listen(cfg.control, log)
+	if err != nil {
+		return usagef("--control=%s: %v", cfg.control, err)
+	}
+	var hl net.Listener
+	if cfg.healthAddr != "" {
+		if hl, err = health.Listen(cfg.healthAddr); err != nil {
+			if cl != nil {
+				cl.Close()
+			}
+			return usagef("--health-addr=%s: %v", cfg.healthAddr, err)
+		}
+	}
+	if cl == nil && hl == nil {
+		return nil
+	}
+	op := newOperator()
+	op.logs, op.usage, op.oomKills = logs, env.usage, env.oomKills
+	for i, a := range cfg.listen {
+		if env.files == nil {
+			break
+		}
+		if f := env.files(0); i < len(f) {
+			if ino, err := state.SocketInode(f[i]); err == nil {
+				op.sockets = append(op.sockets, state.Socket{Address: a, Worker: -1, Inode: ino})
+			}
+		}
+	}
+	sup.op = op
+	if cl != nil {
+		srv := control.NewServer(control.Options{Requests: op.reqs, Snapshot: op.pub.Load, Logger: log})
+		go srv.Serve(ctx, cl)
+		log.Debug("control socket listening", "path", cl.Addr().String())
+	}
+	if hl != nil {
+		srv := health.New(health.Options{Snapshot: op.pub.Load, MaxSnapshotAge: 3 * publishInterval, Logger: log})
+		go srv.Serve(ctx, hl)
+		log.Info(fmt.Sprintf("serving /healthz, /readyz and /metrics on http://%s", hl.Addr()))
+	}
+	return nil
 }

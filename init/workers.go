@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/goinit/goinit/cgroup"
 	"github.com/goinit/goinit/listen"
 	"github.com/goinit/goinit/portshare"
 	"github.com/goinit/goinit/reaper"
@@ -27,9 +28,12 @@ type workerEnv struct {
 	// oomCheck reports OOM kills inside running workers; nil without
 	// cgroup limits.
 	oomCheck func(name func(int) string)
-	// memoryOver lists the slots using more memory than a limit; nil
-	// without cgroup limits.
+	// memoryOver lists the slots using more memory than a limit; usage
+	// reads one slot's cgroup; oomKills are the OOM kills reported per
+	// slot. All nil without cgroup limits.
 	memoryOver func(limit int64) []int
+	usage      func(id int) (cgroup.Usage, bool)
+	oomKills   func() map[int]uint64
 	// sharer shares the ports workers bind themselves; nil when off.
 	sharer *portshare.Sharer
 }

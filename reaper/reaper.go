@@ -21,6 +21,7 @@ import (
 	"os/signal"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -55,7 +56,12 @@ type Reaper struct {
 	watched map[int]bool
 
 	exits chan Exit
+	// orphans counts the re-parented orphans reaped, for metrics.
+	orphans atomic.Uint64
 }
+
+// OrphansReaped is how many re-parented orphans the Reaper has reaped.
+func (r *Reaper) OrphansReaped() uint64 { return r.orphans.Load() }
 
 // New returns a Reaper that logs orphan exits at debug level to log.
 func New(log *slog.Logger) *Reaper {
@@ -149,6 +155,7 @@ func (r *Reaper) reap(ctx context.Context) error {
 		}
 		st := Status(ws)
 		if !supervised && st.Ended() {
+			r.orphans.Add(1)
 			r.log.Log(ctx, r.orphanLevel, fmt.Sprintf("reaped zombie process %d (%s), an orphan re-parented to goinit", pid, st), "pid", pid, "status", st.String())
 		}
 		select {
