@@ -25,11 +25,13 @@ lint: $(STATICCHECK)
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo 'gofmt: files above are not formatted' >&2; exit 1; }
 	$(GO) vet ./...
 	$(STATICCHECK) ./...
+	cd deploy && $(GO) vet ./... && $(STATICCHECK) ./...
 
 ## test: every test, as root on a real kernel (PID namespaces, runc, cgroup v1, a cgroup v2 VM);
 ## the bench harness's tiny run comes last, alone, so its load does not skew timing tests
 test: deps lint
 	$(GO) test -count=1 -timeout 25m $$($(GO) list ./... | grep -v /bench)
+	cd deploy && $(GO) test -count=1 ./...
 	$(GO) test -count=1 -timeout 10m ./bench/...
 
 ## demo: goinit as PID 1 of a new PID namespace running 2 workers of the example server
@@ -37,7 +39,7 @@ demo: build
 	CGO_ENABLED=0 $(GO) build -trimpath -o bin/goserver ./examples/goserver
 	bash examples/demo.sh bin/goinit bin/goserver
 
-## bench: goinit side by side with tini, dumb-init, Node cluster and pm2 (BENCH_QUICK=1 for a 1-minute run)
+## bench: goinit side by side with tini, dumb-init, Node cluster and pm2 (BENCH_QUICK=1 for a 1.5-minute run)
 bench:
 	bash bench/install-peers.sh
 	$(GO) run ./bench/cmd/goinit-bench
