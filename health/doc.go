@@ -18,8 +18,20 @@
 // Bodies are one line of plain text saying why, for `curl` and for the
 // kubelet's event log.
 //
+// The server is a small HTTP/1.0 and 1.1 responder on a net.Listener, not
+// net/http: probes and a Prometheus scrape need GET and HEAD of three
+// fixed paths, and net/http (which links crypto/tls) would add about 3 MiB
+// to the binary of every container's PID 1. Each connection carries one
+// request and gets one complete answer with its Content-Length and
+// Connection: close; no keep-alive, no request body, no compression
+// (Accept-Encoding is ignored, which RFC 9110 allows). Other methods are a
+// 405 with Allow: GET, HEAD, other paths a 404, a malformed head a 400 and
+// one larger than 8 KiB a 431. The query string is ignored.
+//
 // The server only reads published snapshots ([state.Publisher.Load]); it
 // never talks to the supervisor, so a slow or malicious client cannot
-// delay it. It is bounded: header, read, write and idle timeouts, a header
-// size limit and a cap on concurrent connections.
+// delay it. It is bounded: a deadline for the whole request head
+// ([Options.ReadHeaderTimeout], so a half-sent request is cut off while
+// other probes are answered), a write deadline, the 8 KiB head and a cap
+// on concurrent connections ([Options.MaxConns]).
 package health

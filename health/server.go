@@ -5,11 +5,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
-	"net/http"
-	"strconv"
+	"os"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/goinit/goinit/metrics"
@@ -20,15 +21,11 @@ import (
 const (
 	DefaultReadHeaderTimeout = 5 * time.Second
 	DefaultWriteTimeout      = 10 * time.Second
-	DefaultIdleTimeout       = 60 * time.Second
 	DefaultMaxConns          = 64
 	// DefaultShutdownTimeout bounds how long Serve waits for requests in
 	// flight once its context is done.
 	DefaultShutdownTimeout = time.Second
 )
-
-// maxHeaderBytes is far above any probe's or Prometheus's request.
-const maxHeaderBytes = 8 << 10
 
 // Options configure a [Server]. Only Snapshot is required.
 type Options struct {
@@ -45,12 +42,19 @@ type Options struct {
 	MaxSnapshotAge time.Duration
 	// Logger receives the server's own problems; default slog.Default().
 	Logger *slog.Logger
-	// Timeouts and limits; zero means the Default... constant.
+	// ReadHeaderTimeout is how long a connection has, from its accept, to
+	// send its whole request head; then it is answered 408 and closed.
+	// Default DefaultReadHeaderTimeout.
 	ReadHeaderTimeout time.Duration
-	WriteTimeout      time.Duration
-	IdleTimeout       time.Duration
-	MaxConns          int
-	ShutdownTimeout   time.Duration
+	// WriteTimeout bounds writing the answer to a client that does not
+	// read. Default DefaultWriteTimeout.
+	WriteTimeout time.Duration
+	// MaxConns caps the connections served at once; more wait in the
+	// listen backlog. Default DefaultMaxConns.
+	MaxConns int
+	// ShutdownTimeout is how long Serve waits for connections in flight
+	// once its context is done. Default DefaultShutdownTimeout.
+	ShutdownTimeout time.Duration
 }
 
 // Server serves /healthz, /readyz and /metrics from published snapshots.
@@ -68,7 +72,6 @@ func New(o Options) *Server {
 	}
 	o.ReadHeaderTimeout = orDefault(o.ReadHeaderTimeout, DefaultReadHeaderTimeout)
 	o.WriteTimeout = orDefault(o.WriteTimeout, DefaultWriteTimeout)
-	o.IdleTimeout = orDefault(o.IdleTimeout, DefaultIdleTimeout)
 	o.ShutdownTimeout = orDefault(o.ShutdownTimeout, DefaultShutdownTimeout)
 	if o.MaxConns <= 0 {
 		o.MaxConns = DefaultMaxConns
@@ -94,62 +97,170 @@ func Listen(addr string) (net.Listener, error) {
 }
 
 // Serve answers requests on ln until ctx is done, then waits up to
-// ShutdownTimeout for requests in flight and returns nil. ln is closed
-// when Serve returns. Any other return is an accept error.
+// ShutdownTimeout for requests in flight, closes what is left and returns
+// nil. ln is closed when Serve returns. Any other return is an accept
+// error; accept errors from a shortage of file descriptors or memory are
+// retried instead, with a backoff, so the endpoints come back by
+// themselves.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
-	hs := &http.Server{
-		Handler:           s.Handler(),
-		ReadHeaderTimeout: s.o.ReadHeaderTimeout,
-		ReadTimeout:       s.o.ReadHeaderTimeout,
-		WriteTimeout:      s.o.WriteTimeout,
-		IdleTimeout:       s.o.IdleTimeout,
-		MaxHeaderBytes:    maxHeaderBytes,
-		ErrorLog:          slog.NewLogLogger(s.o.Logger.Handler(), slog.LevelDebug),
-		BaseContext:       func(net.Listener) context.Context { return ctx },
-	}
-	done := make(chan error, 1)
-	go func() { done <- hs.Serve(&limitListener{Listener: ln, sem: make(chan struct{}, s.o.MaxConns)}) }()
+	defer ln.Close()
+	stopClose := context.AfterFunc(ctx, func() { ln.Close() })
+	defer stopClose()
+
+	// cut closes the connections still open once ShutdownTimeout is up.
+	cutCtx, cut := context.WithCancel(context.Background())
+	defer cut()
+	var conns sync.WaitGroup
+	err := s.accept(ctx, ln, cutCtx, &conns)
+
+	done := make(chan struct{})
+	go func() { conns.Wait(); close(done) }()
+	t := time.NewTimer(s.o.ShutdownTimeout)
+	defer t.Stop()
 	select {
-	case err := <-done:
-		return fmt.Errorf("health endpoints: %w", err)
-	case <-ctx.Done():
+	case <-done:
+	case <-t.C:
+		cut()
+		<-done
 	}
-	sctx, cancel := context.WithTimeout(context.Background(), s.o.ShutdownTimeout)
-	defer cancel()
-	if err := hs.Shutdown(sctx); err != nil {
-		hs.Close()
+	return err
+}
+
+// accept runs each connection in a goroutine of its own, at most MaxConns
+// at once: further connections wait in the kernel's backlog, so a flood of
+// them costs goinit no memory.
+func (s *Server) accept(ctx context.Context, ln net.Listener, cutCtx context.Context, conns *sync.WaitGroup) error {
+	sem := make(chan struct{}, s.o.MaxConns)
+	var backoff time.Duration
+	for {
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+			return nil
+		}
+		c, err := ln.Accept()
+		if err != nil {
+			<-sem
+			if ctx.Err() != nil {
+				return nil
+			}
+			if !retryable(err) {
+				return fmt.Errorf("health endpoints: %w", err)
+			}
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			s.o.Logger.Warn(fmt.Sprintf("health endpoints: %v; accepting again in %s", err, backoff))
+			select {
+			case <-time.After(backoff):
+			case <-ctx.Done():
+				return nil
+			}
+			continue
+		}
+		backoff = 0
+		conns.Add(1)
+		go func() {
+			defer conns.Done()
+			defer func() { <-sem }()
+			stop := context.AfterFunc(cutCtx, func() { c.Close() })
+			defer stop()
+			s.serveConn(c)
+		}()
 	}
-	if err := <-done; !errors.Is(err, http.ErrServerClosed) {
-		return fmt.Errorf("health endpoints: %w", err)
+}
+
+// retryable reports whether an accept error is a shortage that passes.
+func retryable(err error) bool {
+	for _, e := range []syscall.Errno{syscall.EMFILE, syscall.ENFILE, syscall.ENOBUFS, syscall.ENOMEM, syscall.ECONNABORTED} {
+		if errors.Is(err, e) {
+			return true
+		}
 	}
-	return nil
+	return false
 }
 
-// Handler returns the endpoints as an http.Handler, for tests and for
-// mounting them on another server.
-func (s *Server) Handler() http.Handler {
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz", s.healthz)
-	mux.HandleFunc("GET /readyz", s.readyz)
-	mux.HandleFunc("GET /metrics", s.metrics)
-	return mux
+// Limits of the lingering close; see serveConn.
+const (
+	lingerTimeout = 500 * time.Millisecond
+	lingerBytes   = 64 << 10
+)
+
+// serveConn answers the one request of c and closes it.
+func (s *Server) serveConn(c net.Conn) {
+	defer c.Close()
+	// goinit is PID 1: a bug here must not take the container down with it.
+	defer func() {
+		if v := recover(); v != nil {
+			s.o.Logger.Error(fmt.Sprintf("health endpoints: internal error answering %s: %v (please report it)", c.RemoteAddr(), v))
+		}
+	}()
+
+	// One deadline for the whole head, not per read: a client that
+	// trickles a byte at a time is still cut off.
+	c.SetReadDeadline(time.Now().Add(s.o.ReadHeaderTimeout))
+	head, err := readHead(c, make([]byte, maxHeadBytes))
+	var resp response
+	withBody := true
+	switch {
+	case err == nil:
+		req, bad := parseRequest(head)
+		if bad != nil {
+			resp = textResponse(bad.status, "bad request: "+bad.reason)
+			break
+		}
+		resp = s.route(req)
+		withBody = req.method != "HEAD"
+	case errors.Is(err, errHeadTooLarge):
+		resp = textResponse(statusHeadTooLarge, "bad request: the request head is larger than 8 KiB")
+	case errors.Is(err, os.ErrDeadlineExceeded) && len(head) > 0:
+		resp = textResponse(statusRequestTimeout, fmt.Sprintf("bad request: the request head did not arrive within %s", s.o.ReadHeaderTimeout))
+	default:
+		// Nothing was asked (a TCP probe connects and closes), or the
+		// client went away mid-request: nobody to answer.
+		return
+	}
+
+	c.SetWriteDeadline(time.Now().Add(s.o.WriteTimeout))
+	if _, err := c.Write(appendResponse(nil, resp, withBody, time.Now())); err != nil {
+		s.o.Logger.Debug("health endpoints: writing an answer", "remote", c.RemoteAddr().String(), "err", err)
+		return
+	}
+	// Closing a socket with unread bytes in its receive queue (a body, or
+	// what followed an oversized head) sends a RST, which can make the
+	// client lose the answer it has not read yet. So: send FIN, then read
+	// and drop what the client still sends until it closes, for a bounded
+	// time and size.
+	if cw, ok := c.(interface{ CloseWrite() error }); ok && cw.CloseWrite() == nil {
+		c.SetReadDeadline(time.Now().Add(lingerTimeout))
+		io.CopyN(io.Discard, c, lingerBytes)
+	}
 }
 
-func (s *Server) healthz(w http.ResponseWriter, _ *http.Request) {
-	code, msg := Liveness(s.o.Snapshot(), s.o.MaxSnapshotAge, time.Now())
-	text(w, code, msg)
+// route answers a well-formed request. Paths are matched exactly: a probe
+// or Prometheus sends them as configured.
+func (s *Server) route(r request) response {
+	switch r.path {
+	case "/healthz", "/readyz", "/metrics":
+	default:
+		return textResponse(statusNotFound, "not found: goinit serves /healthz, /readyz and /metrics")
+	}
+	if r.method != "GET" && r.method != "HEAD" {
+		return textResponse(statusMethodNotAllowed, fmt.Sprintf("method %.32s not allowed: %s answers GET and HEAD", r.method, r.path))
+	}
+	switch r.path {
+	case "/healthz":
+		return textResponse(Liveness(s.o.Snapshot(), s.o.MaxSnapshotAge, time.Now()))
+	case "/readyz":
+		return textResponse(Readiness(s.o.Snapshot()))
+	}
+	return s.metrics()
 }
 
-func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
-	code, msg := Readiness(s.o.Snapshot())
-	text(w, code, msg)
-}
-
-func (s *Server) metrics(w http.ResponseWriter, _ *http.Request) {
+// metrics answers /metrics uncompressed whatever Accept-Encoding says
+// (RFC 9110 allows identity always); a scrape is a few KiB.
+func (s *Server) metrics() response {
 	snap := s.o.Snapshot()
 	if snap == nil {
-		text(w, http.StatusServiceUnavailable, "goinit is starting: no metrics yet")
-		return
+		return textResponse(statusUnavailable, "goinit is starting: no metrics yet")
 	}
 	queues, err := s.o.Queues()
 	if err != nil {
@@ -158,12 +269,9 @@ func (s *Server) metrics(w http.ResponseWriter, _ *http.Request) {
 	}
 	var b bytes.Buffer
 	if err := metrics.Write(&b, snap, queues); err != nil {
-		http.Error(w, err.Error(), http.StatusInternalServerError)
-		return
+		return textResponse(statusInternalServerError, "writing metrics: "+err.Error())
 	}
-	w.Header().Set("Content-Type", metrics.ContentType)
-	w.Header().Set("Content-Length", strconv.Itoa(b.Len()))
-	w.Write(b.Bytes())
+	return response{status: statusOK, contentType: metrics.ContentType, body: b.Bytes()}
 }
 
 // Liveness is /healthz's answer for snapshot s at now: the HTTP status and
@@ -171,64 +279,28 @@ func (s *Server) metrics(w http.ResponseWriter, _ *http.Request) {
 func Liveness(s *state.Snapshot, maxAge time.Duration, now time.Time) (int, string) {
 	switch {
 	case s == nil:
-		return http.StatusOK, "ok: goinit is starting"
+		return statusOK, "ok: goinit is starting"
 	case s.Pool.CrashLooping:
-		return http.StatusServiceUnavailable, "unhealthy: a worker is crash-looping (goinit is stopping)"
+		return statusUnavailable, "unhealthy: a worker is crash-looping (goinit is stopping)"
 	case maxAge > 0 && now.Sub(s.Taken) > maxAge:
-		return http.StatusServiceUnavailable, fmt.Sprintf("unhealthy: the supervisor has published no state for %s (more than %s)",
+		return statusUnavailable, fmt.Sprintf("unhealthy: the supervisor has published no state for %s (more than %s)",
 			now.Sub(s.Taken).Round(time.Second), maxAge)
 	}
-	return http.StatusOK, "ok: goinit is " + string(s.Phase)
+	return statusOK, "ok: goinit is " + string(s.Phase)
 }
 
 // Readiness is /readyz's answer for snapshot s: the HTTP status and one line
 // saying why.
 func Readiness(s *state.Snapshot) (int, string) {
 	if s == nil {
-		return http.StatusServiceUnavailable, "not ready: goinit is starting"
+		return statusUnavailable, "not ready: goinit is starting"
 	}
 	if !s.Phase.Running() {
-		return http.StatusServiceUnavailable, "not ready: goinit is " + string(s.Phase)
+		return statusUnavailable, "not ready: goinit is " + string(s.Phase)
 	}
 	ready, need := s.ReadyWorkers(), max(s.Pool.MinReady, 1)
 	if ready < need {
-		return http.StatusServiceUnavailable, fmt.Sprintf("not ready: %d ready, --min-ready is %d", ready, need)
+		return statusUnavailable, fmt.Sprintf("not ready: %d ready, --min-ready is %d", ready, need)
 	}
-	return http.StatusOK, fmt.Sprintf("ready: %d ready, --min-ready is %d", ready, need)
-}
-
-func text(w http.ResponseWriter, code int, msg string) {
-	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(code)
-	w.Write([]byte(msg + "\n"))
-}
-
-// limitListener holds at most cap(sem) connections open at once; further
-// connections wait in the kernel's backlog until one closes.
-type limitListener struct {
-	net.Listener
-	sem chan struct{}
-}
-
-func (l *limitListener) Accept() (net.Conn, error) {
-	l.sem <- struct{}{}
-	c, err := l.Listener.Accept()
-	if err != nil {
-		<-l.sem
-		return nil, err
-	}
-	return &limitConn{Conn: c, release: func() { <-l.sem }}, nil
-}
-
-type limitConn struct {
-	net.Conn
-	once    sync.Once
-	release func()
-}
-
-func (c *limitConn) Close() error {
-	err := c.Conn.Close()
-	c.once.Do(c.release)
-	return err
+	return statusOK, fmt.Sprintf("ready: %d ready, --min-ready is %d", ready, need)
 }
