@@ -16,9 +16,9 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
-	"time"
 	"slices"
 	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
 
