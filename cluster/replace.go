@@ -221,7 +221,7 @@ func (p *Pool) abortReload(s *Slot, why string, pid int) {
 			kept = append(kept, fmt.Sprint(sl.ID))
 		}
 	}
-	keep := "the previous release is restarted in its place"
+	keep := "its previous release is restarted in its place (with the code on disk now)"
 	if s.cur != nil {
 		keep = fmt.Sprintf("it keeps running the previous release (pid %d)", s.cur.pid)
 	}
