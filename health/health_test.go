@@ -1,7 +1,10 @@
 package health
 
 import (
+	"bufio"
+	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -39,10 +42,23 @@ func TestParseAddr(t *testing.T) {
 }
 
 // serve runs a Server on a loopback port and returns its base URL and the
-// publisher its snapshots come from.
+// publisher its snapshots come from; it is stopped when the test ends.
 func serve(t *testing.T, o Options) (string, *state.Publisher) {
 	t.Helper()
-	var pub state.Publisher
+	base, pub, stop := start(t, o)
+	t.Cleanup(func() {
+		if err := stop(5 * time.Second); err != nil {
+			t.Error(err)
+		}
+	})
+	return base, pub
+}
+
+// start runs a Server on a loopback port. stop ends its context and
+// returns Serve's error, or an error if Serve is still running after wait.
+func start(t *testing.T, o Options) (base string, pub *state.Publisher, stop func(wait time.Duration) error) {
+	t.Helper()
+	pub = new(state.Publisher)
 	o.Snapshot = pub.Load
 	ln, err := Listen("127.0.0.1:0")
 	if err != nil {
@@ -51,18 +67,18 @@ func serve(t *testing.T, o Options) (string, *state.Publisher) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- New(o).Serve(ctx, ln) }()
-	t.Cleanup(func() {
+	return "http://" + ln.Addr().String(), pub, func(wait time.Duration) error {
 		cancel()
 		select {
 		case err := <-done:
 			if err != nil {
-				t.Errorf("Serve: %v", err)
+				return fmt.Errorf("Serve: %w", err)
 			}
-		case <-time.After(5 * time.Second):
-			t.Error("Serve did not return 5s after its context ended")
+			return nil
+		case <-time.After(wait):
+			return fmt.Errorf("Serve did not return %s after its context ended", wait)
 		}
-	})
-	return "http://" + ln.Addr().String(), &pub
+	}
 }
 
 func get(t *testing.T, url string) (int, string) {
@@ -210,5 +226,149 @@ func TestMaxConns(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("closing a held connection did not let the waiting request through")
+	}
+}
+
+// exchange sends raw on a fresh connection, reads until the server closes
+// it (every answer is Connection: close) and parses the answer as a reply
+// to method.
+func exchange(t *testing.T, base, method, raw string) (*http.Response, string) {
+	t.Helper()
+	c, err := net.Dial("tcp", strings.TrimPrefix(base, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.WriteString(c, raw); err != nil {
+		t.Fatal(err)
+	}
+	all, err := io.ReadAll(c)
+	if err != nil {
+		t.Fatalf("%q: reading the answer until the server closes: %v (got %q)", raw, err, all)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(bytes.NewReader(all)), &http.Request{Method: method})
+	if err != nil {
+		t.Fatalf("%q: answer is not HTTP: %v\n%s", raw, err, all)
+	}
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("%q: answer body: %v\n%s", raw, err, all)
+	}
+	if rest := len(all) - bytes.Index(all, []byte("\r\n\r\n")) - 4 - len(body); rest != 0 {
+		t.Errorf("%q: %d bytes after the body\n%s", raw, rest, all)
+	}
+	return resp, string(body)
+}
+
+// TestWire checks the bytes on the wire for what probes, scrapes, curl and
+// garbage send.
+func TestWire(t *testing.T) {
+	base, pub := serve(t, Options{})
+	pub.Publish(statetest.Sample(time.Now()))
+	for _, tc := range []struct {
+		name, method, raw string
+		status            int
+		contentType, body string
+	}{
+		{"HTTP/1.0", "GET", "GET /healthz HTTP/1.0\r\n\r\n", 200, "text/plain; charset=utf-8", "ok: goinit is running\n"},
+		{"kubelet", "GET", "GET /readyz HTTP/1.1\r\nHost: 10.1.2.3:9090\r\nUser-Agent: kube-probe/1.31\r\nAccept: */*\r\nConnection: close\r\n\r\n", 200, "text/plain; charset=utf-8", "ready: 2 ready"},
+		{"query ignored", "GET", "GET /readyz?full=1 HTTP/1.1\r\nHost: x\r\n\r\n", 200, "", "ready: 2 ready"},
+		{"absolute-form", "GET", "GET http://x:9090/healthz HTTP/1.1\r\nHost: x:9090\r\n\r\n", 200, "", "ok"},
+		{"gzip asked, identity sent", "GET", "GET /metrics HTTP/1.1\r\nHost: x\r\nAccept-Encoding: gzip\r\n\r\n", 200, "text/plain; version=0.0.4; charset=utf-8", "goinit_ready_workers 2\n"},
+		{"HEAD", "HEAD", "HEAD /readyz HTTP/1.1\r\nHost: x\r\n\r\n", 200, "text/plain; charset=utf-8", ""},
+		{"HEAD metrics", "HEAD", "HEAD /metrics HTTP/1.1\r\nHost: x\r\n\r\n", 200, "text/plain; version=0.0.4; charset=utf-8", ""},
+		{"POST with a body", "POST", "POST /readyz HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\n\r\nhello world", 405, "", "method POST not allowed"},
+		{"lower-case method", "GET", "get /readyz HTTP/1.1\r\nHost: x\r\n\r\n", 405, "", "not allowed"},
+		{"unknown path", "GET", "GET /metrics/ HTTP/1.1\r\nHost: x\r\n\r\n", 404, "", "goinit serves /healthz, /readyz and /metrics"},
+		{"no Host", "GET", "GET /healthz HTTP/1.1\r\n\r\n", 400, "", "bad request: an HTTP/1.1 request needs exactly one Host"},
+		{"HTTP/2 preface", "GET", "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 505, "", "only HTTP/1.0 and HTTP/1.1"},
+		{"garbage", "GET", "\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\n\n", 400, "", "bad request: "},
+		{"head over 8 KiB", "GET", "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + strings.Repeat("b", 12<<10) + "\r\n\r\n", 431, "", "larger than 8 KiB"},
+	} {
+		resp, body := exchange(t, base, tc.method, tc.raw)
+		switch {
+		case resp.StatusCode != tc.status:
+			t.Errorf("%s: status %d, want %d (%q)", tc.name, resp.StatusCode, tc.status, body)
+		case !strings.Contains(body, tc.body) || (tc.body == "" && body != ""):
+			t.Errorf("%s: body %q, want %q", tc.name, body, tc.body)
+		case tc.contentType != "" && resp.Header.Get("Content-Type") != tc.contentType:
+			t.Errorf("%s: Content-Type %q, want %q", tc.name, resp.Header.Get("Content-Type"), tc.contentType)
+		case !resp.Close || resp.Header.Get("Content-Encoding") != "":
+			t.Errorf("%s: headers %v, want Connection: close and no Content-Encoding", tc.name, resp.Header)
+		case (tc.status == 405) != (resp.Header.Get("Allow") == "GET, HEAD"):
+			t.Errorf("%s: Allow %q", tc.name, resp.Header.Get("Allow"))
+		case resp.Header.Get("Date") == "":
+			t.Errorf("%s: no Date", tc.name)
+		}
+		if tc.method == "HEAD" && resp.ContentLength <= 0 {
+			t.Errorf("%s: Content-Length %d", tc.name, resp.ContentLength)
+		}
+		// The metrics change from one scrape to the next (the snapshot's age).
+		if tc.method == "HEAD" && !strings.Contains(tc.raw, "/metrics") {
+			_, get := exchange(t, base, "GET", strings.Replace(tc.raw, "HEAD", "GET", 1))
+			if resp.ContentLength <= 0 || resp.ContentLength != int64(len(get)) {
+				t.Errorf("%s: Content-Length %d, GET's body has %d bytes", tc.name, resp.ContentLength, len(get))
+			}
+		}
+	}
+}
+
+// TestTrickle: the header deadline is for the whole head, so a client
+// sending a byte now and then is still cut off, with a 408.
+func TestTrickle(t *testing.T) {
+	base, _ := serve(t, Options{ReadHeaderTimeout: 300 * time.Millisecond})
+	c, err := net.Dial("tcp", strings.TrimPrefix(base, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	start := time.Now()
+	answered := make(chan []byte, 1)
+	go func() {
+		b, _ := io.ReadAll(c)
+		answered <- b
+	}()
+	for _, b := range []byte("GET /healthz HTTP/1.1\r\nHost: x\r\n") {
+		if _, err := c.Write([]byte{b}); err != nil {
+			break // cut off
+		}
+		select {
+		case b := <-answered:
+			if d := time.Since(start); !bytes.HasPrefix(b, []byte("HTTP/1.1 408 ")) || d > 3*time.Second {
+				t.Fatalf("after %s: %q, want a 408 at about 300ms", d, b)
+			}
+			return
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	t.Fatalf("a client trickling its head was not cut off in %s", time.Since(start))
+}
+
+// TestShutdown: once the context ends, Serve stops accepting, gives
+// connections ShutdownTimeout and then closes them and returns.
+func TestShutdown(t *testing.T) {
+	base, _, stop := start(t, Options{ReadHeaderTimeout: time.Minute, ShutdownTimeout: 200 * time.Millisecond})
+	addr := strings.TrimPrefix(base, "http://")
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	io.WriteString(c, "GET /healthz HTTP/1.1\r\n")
+	// The server has the connection once it answers another probe.
+	if code, _ := get(t, base+"/healthz"); code != 200 {
+		t.Fatalf("probe = %d", code)
+	}
+	if err := stop(5 * time.Second); err != nil {
+		t.Fatalf("%v, with ShutdownTimeout 200ms", err)
+	}
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c.Read(make([]byte, 1)); err != io.EOF {
+		t.Errorf("held connection after Serve returned: read %v, want EOF", err)
+	}
+	if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
+		c.Close()
+		t.Error("the listener still accepts after Serve returned")
 	}
 }
