@@ -1,0 +1,4 @@
+package metrics
+
+// RequireTool is requireTool for the tests in package metrics_test.
+var RequireTool = requireTool
