@@ -143,8 +143,14 @@ func TestMemoryHighNeedsV2(t *testing.T) {
 	t.Parallel()
 	_, err := Open(Options{Prefix: testPrefix(t), Limits: Limits{MemoryHigh: 1 << 30}})
 	var ue *UnavailableError
-	if !errors.As(err, &ue) || ue.Limit != "memory-high" || !strings.Contains(err.Error(), "memory-high limit needs cgroup v2") {
+	if !errors.As(err, &ue) || ue.Limit != "memory-high" || ue.Slot != "" || !strings.Contains(err.Error(), "memory-high limit needs cgroup v2") {
 		t.Errorf("Open(memory-high) on v1 = %v", err)
+	}
+	// A named slot's memory-high is refused the same way, naming the slot.
+	_, err = Open(Options{Prefix: testPrefix(t), Named: map[string]Limits{"agent": {MemoryHigh: 1 << 30}}})
+	if !errors.As(err, &ue) || ue.Limit != "memory-high" || ue.Slot != "agent" ||
+		!strings.HasSuffix(err.Error(), "or run without the memory-high limit of slot agent") {
+		t.Errorf("Open(agent memory-high) on v1 = %v", err)
 	}
 }
 
@@ -321,7 +327,11 @@ func TestCloseLeavesNothing(t *testing.T) {
 	parallelOnV1(t)
 	prefix := testPrefix(t)
 	before := findDirs(DefaultRoot, "")
-	h, err := Open(Options{Prefix: prefix, Limits: Limits{Memory: 64 << 20, CPU: 1, Pids: 100}})
+	h, err := Open(Options{
+		Prefix: prefix,
+		Limits: Limits{Memory: 64 << 20, CPU: 1, Pids: 100},
+		Named:  map[string]Limits{"agent": {Memory: 32 << 20}},
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -340,6 +350,11 @@ func TestCloseLeavesNothing(t *testing.T) {
 		slots = append(slots, s)
 	}
 	p := startHelper(t, slots[1], "spin")
+	agent, err := h.NamedSlot("agent")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pa := startHelper(t, agent, "spin")
 
 	during := findDirs(DefaultRoot, prefix)
 	if len(during) == 0 {
@@ -360,6 +375,9 @@ func TestCloseLeavesNothing(t *testing.T) {
 	closed = true
 	if st := p.wait(t); !killedBySignal(st, syscall.SIGKILL) {
 		t.Errorf("process in a slot after Close: %v, want SIGKILL", st)
+	}
+	if st := pa.wait(t); !killedBySignal(st, syscall.SIGKILL) {
+		t.Errorf("process in a named slot after Close: %v, want SIGKILL", st)
 	}
 	after := findDirs(DefaultRoot, "")
 	var diff []string
@@ -383,6 +401,9 @@ func TestCloseLeavesNothing(t *testing.T) {
 	}
 	if _, err := h.Slot(0); err == nil {
 		t.Error("Slot after Close succeeded")
+	}
+	if _, err := h.NamedSlot("agent"); err == nil {
+		t.Error("NamedSlot after Close succeeded")
 	}
 	if hostVersion() == 2 {
 		self, _ := os.ReadFile("/proc/self/cgroup")
@@ -473,8 +494,12 @@ func TestErrorMessages(t *testing.T) {
 			"cgroup filesystem is not writable at /sys/fs/cgroup/x: operation not permitted; run goinit as root or delegate the cgroup to its user, or run without cgroup limits",
 		},
 		{
-			(&Hierarchy{}).enableError(need{"cpu", "cpu"}, t.TempDir(), fmt.Errorf("write: %w", unix.EBUSY)),
+			(&Hierarchy{}).enableError(need{"cpu", "cpu", ""}, t.TempDir(), fmt.Errorf("write: %w", unix.EBUSY)),
 			"other processes share goinit's cgroup (pids unknown); run goinit as the container's first process, alone in its cgroup, or run without the cpu limit",
+		},
+		{
+			need{"memory", "memory", "agent"}.notWritable("/sys/fs/cgroup/x", unix.EROFS),
+			"cgroup memory controller is not writable at /sys/fs/cgroup/x: read-only file system; mount the cgroup filesystem read-write (containers: run privileged or with a writable, delegated cgroup), or run without the memory limit of slot agent",
 		},
 	}
 	for _, tc := range cases {

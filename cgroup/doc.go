@@ -7,10 +7,20 @@
 // The package owns exactly one directory per controller: <own>/<Prefix>,
 // where <own> is goinit's own cgroup as read from /proc/self/cgroup and
 // /proc/self/mountinfo, and Prefix is Options.Prefix ("goinit" for PID 1,
-// "goinit-<pid>" otherwise). Inside it,
-// it creates one child cgroup per worker slot, "worker-<id>". Close kills
-// every process left in those cgroups and removes every directory the package
-// created, so the cgroup tree looks as it did before Open.
+// "goinit-<pid>" otherwise). Inside it, it creates one child cgroup per
+// worker slot, "worker-<id>", all with Options.Limits, and one per named
+// slot declared in Options.Named (goinit's agent: "agent"), each with its
+// own limits. Close kills every process left in those cgroups and removes
+// every directory the package created, so the cgroup tree looks as it did
+// before Open.
+//
+// Named slots are declared to Open rather than given limits later, because
+// Open is where controllers are checked and enabled: a limit that cannot be
+// applied fails Open with an *UnavailableError naming the slot, before any
+// process has started, and a Hierarchy whose workers have no limits at all
+// still enables the controllers a named slot needs. On v1 a controller that
+// only a named slot limits also gets a directory, without a limit, in each
+// worker slot.
 //
 // On cgroup v2 it also owns two pieces of state outside that directory,
 // because of the kernel's "no internal processes" rule (a cgroup that hands

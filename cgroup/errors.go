@@ -29,6 +29,10 @@ type UnavailableError struct {
 	// Limits.String ("memory", "memory-high", "cpu", "pids"), or "" when
 	// no limit can be applied at all.
 	Limit string
+	// Slot is the named slot (Options.Named) whose limit it is, or ""
+	// for the worker slots' Options.Limits. When both need the same
+	// controller, the worker slots' limit is the one named.
+	Slot string
 	// Cause is what is wrong, one line without the fix.
 	Cause string
 	// Fix is what the user can change in the environment, one line,
@@ -41,7 +45,7 @@ type UnavailableError struct {
 
 // Error returns Cause, Fix and running without Limit on one line.
 func (e *UnavailableError) Error() string {
-	return e.Cause + "; " + e.Fix + ", or " + withoutLimit(e.Limit)
+	return e.Cause + "; " + e.Fix + ", or " + withoutLimit(e.Limit, e.Slot)
 }
 
 // Unwrap returns the underlying error, so errors.Is(err, unix.EROFS) works.
@@ -52,11 +56,21 @@ func (e *UnavailableError) Is(target error) bool { return target == ErrUnavailab
 
 // withoutLimit is the tail of every message: the user can always give up
 // the limit.
-func withoutLimit(limit string) string {
-	if limit == "" {
+func withoutLimit(limit, slot string) string {
+	switch {
+	case limit == "":
 		return "run without cgroup limits"
+	case slot != "":
+		return "run without the " + limit + " limit of slot " + slot
 	}
 	return "run without the " + limit + " limit"
+}
+
+// notWritable is notWritable for the limit n stands for.
+func (n need) notWritable(path string, err error) *UnavailableError {
+	ue := notWritable(n.controller, n.limit, path, err)
+	ue.Slot = n.slot
+	return ue
 }
 
 // notWritable builds the error for a cgroup directory we cannot create or

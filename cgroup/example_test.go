@@ -72,6 +72,30 @@ func Example() {
 	}
 }
 
+// ExampleHierarchy_NamedSlot gives goinit's agent a cgroup of its own with
+// its own limits, beside workers that have none: declared to Open, so that
+// a limit the host cannot apply fails before anything starts.
+func ExampleHierarchy_NamedSlot() {
+	h, err := cgroup.Open(cgroup.Options{
+		Named: map[string]cgroup.Limits{"agent": {Memory: 128 << 20, CPU: 0.25}},
+	})
+	var ue *cgroup.UnavailableError
+	if errors.As(err, &ue) && ue.Slot == "agent" {
+		log.Fatalf("cannot apply the agent's %s limit: %s; %s", ue.Limit, ue.Cause, ue.Fix)
+	}
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer h.Close()
+
+	agent, err := h.NamedSlot("agent") // the same slot on every restart
+	if err != nil {
+		log.Fatal(err)
+	}
+	// Place the agent exactly like a worker: FD on v2, Add on v1.
+	log.Printf("agent in %s with %s", agent, agent.Limits())
+}
+
 func ExampleParseSize() {
 	for _, s := range []string{"256Mi", "1G", "1048576", "256m"} {
 		n, err := cgroup.ParseSize(s)

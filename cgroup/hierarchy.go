@@ -4,8 +4,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -43,10 +45,20 @@ type Options struct {
 	// kill, each other's slots.
 	Prefix string
 
-	// Limits are applied to every slot. Zero fields are not limited; with
-	// no limits at all, slots still track usage and can be killed as a
-	// whole.
+	// Limits are applied to every worker slot (Hierarchy.Slot). Zero
+	// fields are not limited; with no limits at all, slots still track
+	// usage and can be killed as a whole.
 	Limits Limits
+
+	// Named declares the slots that are not worker slots, by name, each
+	// with its own limits: goinit's agent is {"agent": agentLimits}.
+	// Hierarchy.NamedSlot creates them. Open validates every name (see
+	// NamedSlot) and limit and checks and enables the controllers they
+	// need together with those of Limits, so a Hierarchy whose workers
+	// have no limits still enforces a named slot's, and a limit that
+	// cannot be applied fails Open, before anything has started, rather
+	// than the first start of the agent. Default: none.
+	Named map[string]Limits
 
 	// Logger receives debug messages about controllers that are skipped
 	// or cleaned up. Default: discard.
@@ -61,27 +73,55 @@ const (
 	ctrlPids    = "pids"
 )
 
-// need is one controller a Hierarchy uses and the limit that requires it
-// ("" when it is only used for accounting).
+// need is one controller a Hierarchy uses, the limit that requires it
+// ("" when it is only used for accounting) and the named slot that limit
+// belongs to ("" for the worker slots).
 type need struct {
 	controller string
 	limit      string
+	slot       string
 }
 
-// needs lists the controllers for limits, required ones first. On v1,
+// slotLimits are the limits of the worker slots (name "") or of one named
+// slot.
+type slotLimits struct {
+	name   string
+	limits Limits
+}
+
+// limitSets lists the worker slots' limits, then the named slots' in name
+// order, so that errors about them come in a stable order.
+func (h *Hierarchy) limitSets() []slotLimits {
+	sets := []slotLimits{{"", h.limits}}
+	for _, name := range slices.Sorted(maps.Keys(h.named)) {
+		sets = append(sets, slotLimits{name, h.named[name]})
+	}
+	return sets
+}
+
+// needs lists the controllers that the limit sets need, required ones
+// first, each controller once (for the first set that needs it). On v1,
 // cpuacct is the only source of CPU time; on v2, cpu.stat exists without
 // the cpu controller.
-func needs(l Limits, version int) (required, optional []need) {
-	if l.Memory != 0 {
-		required = append(required, need{ctrlMemory, "memory"})
-	} else if l.MemoryHigh != 0 {
-		required = append(required, need{ctrlMemory, "memory-high"})
+func needs(sets []slotLimits, version int) (required, optional []need) {
+	add := func(n need) {
+		if !slices.ContainsFunc(required, func(r need) bool { return r.controller == n.controller }) {
+			required = append(required, n)
+		}
 	}
-	if l.CPU != 0 {
-		required = append(required, need{ctrlCPU, "cpu"})
-	}
-	if l.Pids != 0 {
-		required = append(required, need{ctrlPids, "pids"})
+	for _, set := range sets {
+		l := set.limits
+		if l.Memory != 0 {
+			add(need{ctrlMemory, "memory", set.name})
+		} else if l.MemoryHigh != 0 {
+			add(need{ctrlMemory, "memory-high", set.name})
+		}
+		if l.CPU != 0 {
+			add(need{ctrlCPU, "cpu", set.name})
+		}
+		if l.Pids != 0 {
+			add(need{ctrlPids, "pids", set.name})
+		}
 	}
 	accounting := []string{ctrlMemory, ctrlPids}
 	if version == 1 {
@@ -96,11 +136,13 @@ func needs(l Limits, version int) (required, optional []need) {
 }
 
 // Hierarchy is goinit's own cgroup, in which it creates one child cgroup per
-// worker slot. Its methods are safe for concurrent use.
+// worker slot and one per named slot. Its methods are safe for concurrent
+// use.
 type Hierarchy struct {
 	root    string
 	prefix  string
 	limits  Limits
+	named   map[string]Limits // Options.Named, copied
 	log     *slog.Logger
 	version int
 
@@ -121,27 +163,32 @@ type Hierarchy struct {
 	// createdBases are the prefix directories Open made, removed by Close.
 	createdBases []string
 
-	mu     sync.Mutex
-	slots  map[int]*Slot
+	mu sync.Mutex
+	// slots are the live slots by directory name ("worker-3", "agent"),
+	// which Open keeps distinct.
+	slots  map[string]*Slot
 	closed bool
 }
 
 // Open finds goinit's own cgroup, checks that every controller the
-// requested limits need is present and writable, and creates the prefix
-// directory that will hold the slots. On cgroup v2 it also moves goinit into
-// the supervisor leaf and enables the controllers (see the package doc).
+// requested limits (of the worker slots and of the named slots) need is
+// present and writable, and creates the prefix directory that will hold the
+// slots. On cgroup v2 it also moves goinit into the supervisor leaf and
+// enables the controllers (see the package doc).
 //
 // When a limit cannot be applied here (read-only cgroupfs, controller not
 // mounted or not delegated, no permission, memory-high on v1) the error
 // matches ErrUnavailable and is an *UnavailableError with a one-line
-// message naming cause and fix. Nothing is left behind on error.
+// message naming cause and fix; its Slot names the named slot whose limit
+// it is, if it is one. Nothing is left behind on error.
 func Open(opts Options) (*Hierarchy, error) {
 	h := &Hierarchy{
 		root:   opts.Root,
 		prefix: opts.Prefix,
 		limits: opts.Limits,
+		named:  maps.Clone(opts.Named),
 		log:    opts.Logger,
-		slots:  make(map[int]*Slot),
+		slots:  make(map[string]*Slot),
 	}
 	if h.root == "" {
 		h.root = DefaultRoot
@@ -164,6 +211,14 @@ func Open(opts Options) (*Hierarchy, error) {
 	}
 	if err := h.limits.Validate(); err != nil {
 		return nil, err
+	}
+	for _, name := range slices.Sorted(maps.Keys(h.named)) {
+		if err := validName(name); err != nil {
+			return nil, err
+		}
+		if err := h.named[name].Validate(); err != nil {
+			return nil, fmt.Errorf("cgroup slot %q: %w", name, err)
+		}
 	}
 	pi, err := readProcInfo()
 	if err != nil {
@@ -203,12 +258,12 @@ func (h *Hierarchy) open(pi procInfo) (err error) {
 // Version returns the cgroup version in use: 1 or 2.
 func (h *Hierarchy) Version() int { return h.version }
 
-// Limits returns the limits every slot gets.
+// Limits returns the limits every worker slot gets (Options.Limits). A
+// named slot's are its Slot.Limits.
 func (h *Hierarchy) Limits() Limits { return h.limits }
 
-// resources translates the limits for the opencontainers/cgroups drivers.
-func (h *Hierarchy) resources() *cgroups.Resources {
-	l := h.limits
+// resources translates limits l for the opencontainers/cgroups drivers.
+func (h *Hierarchy) resources(l Limits) *cgroups.Resources {
 	// SkipDevices: goinit does not restrict devices, and without it the
 	// v1 driver insists on the devices controller.
 	r := &cgroups.Resources{SkipDevices: true}
@@ -243,30 +298,74 @@ func (h *Hierarchy) Slot(id int) (*Slot, error) {
 	if id < 0 {
 		return nil, fmt.Errorf("cgroup slot id %d must not be negative", id)
 	}
+	return h.slot(id, slotName(id), h.limits)
+}
+
+// NamedSlot returns the slot declared in Options.Named under name, with
+// the limits declared there, creating its cgroup <own>/<Prefix>/<name> if
+// needed. Apart from its name and limits it is a slot like a worker's: FD
+// or Add to place a process, OOMKills, LimitOOMs, Usage, Kill, Remove, and
+// Close removes it. Like Slot it is idempotent until the slot is removed.
+//
+// A name is a letter followed by up to 63 letters, digits, '-' and '_',
+// and neither "supervisor" nor a worker slot's "worker-<id>"; Open rejects
+// any other, so names never collide with each other's directories, with
+// the worker slots' or with the kernel's control files (which all contain
+// a dot). A name not declared in Options.Named is an error.
+func (h *Hierarchy) NamedSlot(name string) (*Slot, error) {
+	l, ok := h.named[name] // read-only after Open
+	if !ok {
+		return nil, fmt.Errorf("cgroup slot %q was not declared: add it to Options.Named (declared: %s)",
+			name, orNone(slices.Sorted(maps.Keys(h.named))))
+	}
+	return h.slot(-1, name, l)
+}
+
+// slot returns the live slot in directory name, or creates it with limits
+// l: a worker slot (id >= 0) or a named slot (id -1).
+func (h *Hierarchy) slot(id int, name string, l Limits) (*Slot, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.closed {
 		return nil, errors.New("cgroup hierarchy is closed")
 	}
-	if s, ok := h.slots[id]; ok {
+	if s, ok := h.slots[name]; ok {
 		return s, nil
 	}
 	var s *Slot
 	var err error
 	if h.version == 2 {
-		s, err = h.newSlotV2(id)
+		s, err = h.newSlotV2(id, name, l)
 	} else {
-		s, err = h.newSlotV1(id)
+		s, err = h.newSlotV1(id, name, l)
 	}
 	if err != nil {
 		return nil, err
 	}
-	h.slots[id] = s
+	h.slots[name] = s
 	return s, nil
 }
 
-// slotName is the directory name of slot id.
+// slotName is the directory name of worker slot id.
 func slotName(id int) string { return "worker-" + strconv.Itoa(id) }
+
+// namePattern is what a named slot's name may look like; workerName is
+// what it must not.
+var (
+	namePattern = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9_-]{0,63}$`)
+	workerName  = regexp.MustCompile(`^worker-[0-9]+$`)
+)
+
+// validName checks a named slot's name (see NamedSlot).
+func validName(name string) error {
+	switch {
+	case !namePattern.MatchString(name):
+		return fmt.Errorf("invalid cgroup slot name %q: use a letter followed by up to 63 letters, digits, '-' or '_', e.g. \"agent\"", name)
+	case name == SupervisorDir || workerName.MatchString(name):
+		return fmt.Errorf("invalid cgroup slot name %q: %q is taken by goinit's own cgroups; choose another, e.g. \"agent\"", name, name)
+	}
+	return nil
+}
 
 // Close kills every process still in a slot, removes every cgroup this
 // Hierarchy created and, on v2, moves goinit back to its original cgroup
@@ -279,10 +378,7 @@ func (h *Hierarchy) Close() error {
 		return nil
 	}
 	h.closed = true
-	slots := make([]*Slot, 0, len(h.slots))
-	for _, s := range h.slots {
-		slots = append(slots, s)
-	}
+	slots := slices.Collect(maps.Values(h.slots))
 	h.mu.Unlock()
 
 	var errs []error

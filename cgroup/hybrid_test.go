@@ -43,8 +43,18 @@ func TestV2OnHybridUnified(t *testing.T) {
 	if left := findDirs(hybridUnified, prefix); len(left) > 0 {
 		t.Errorf("failed Open left %v", left)
 	}
+	// Workers without limits do not excuse a named slot's limit.
+	_, err = Open(Options{Root: hybridUnified, Prefix: prefix, Named: map[string]Limits{"agent": {Pids: 10}}})
+	if !errors.As(err, &ue) || ue.Controller != "pids" || ue.Slot != "agent" ||
+		!strings.Contains(err.Error(), "cgroup pids controller is not delegated to "+hybridUnified) ||
+		!strings.HasSuffix(err.Error(), "or run without the pids limit of slot agent") {
+		t.Errorf("Open(agent pids limit) on a controller-less cgroup2 = %v", err)
+	}
+	if left := findDirs(hybridUnified, prefix); len(left) > 0 {
+		t.Errorf("failed Open left %v", left)
+	}
 
-	h, err := Open(Options{Root: hybridUnified, Prefix: prefix})
+	h, err := Open(Options{Root: hybridUnified, Prefix: prefix, Named: map[string]Limits{"agent": {}}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -100,16 +110,28 @@ func TestV2OnHybridUnified(t *testing.T) {
 		t.Errorf("after Kill: %v, want SIGKILL", st)
 	}
 
-	// A second slot with a live process: Close must kill and remove it.
+	// A second slot and a named one with live processes, the named one
+	// placed with clone3 too: Close must kill and remove them.
 	s1, err := h.Slot(1)
 	if err != nil {
 		t.Fatal(err)
 	}
 	p1 := startHelper(t, s1, "spin")
+	agent, err := h.NamedSlot("agent")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := agent.FD(); !ok {
+		t.Fatal("no FD for a named slot on cgroup v2")
+	}
+	pa := startHelper(t, agent, "spin")
 	if err := h.Close(); err != nil {
 		t.Fatalf("Close: %v", err)
 	}
 	if st := p1.wait(t); !killedBySignal(st, syscall.SIGKILL) {
 		t.Errorf("process in a slot after Close: %v, want SIGKILL", st)
+	}
+	if st := pa.wait(t); !killedBySignal(st, syscall.SIGKILL) {
+		t.Errorf("process in a named slot after Close: %v, want SIGKILL", st)
 	}
 }

@@ -303,14 +303,19 @@ func testPrefix(t *testing.T) string {
 // left behind, when t ends.
 func openTest(t *testing.T, l Limits) *Hierarchy {
 	t.Helper()
+	return openTestOpts(t, Options{Limits: l})
+}
+
+// openTestOpts is openTest with more options; Prefix and Logger are set
+// here.
+func openTestOpts(t *testing.T, opts Options) *Hierarchy {
+	t.Helper()
 	prefix := testPrefix(t)
-	h, err := Open(Options{
-		Prefix: prefix,
-		Limits: l,
-		Logger: slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug})),
-	})
+	opts.Prefix = prefix
+	opts.Logger = slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))
+	h, err := Open(opts)
 	if err != nil {
-		t.Fatalf("Open(%s): %v", l, err)
+		t.Fatalf("Open(%s, named %v): %v", opts.Limits, opts.Named, err)
 	}
 	if h.Version() != hostVersion() {
 		t.Errorf("Version() = %d, host is v%d", h.Version(), hostVersion())

@@ -22,11 +22,15 @@ import (
 // kernel (D state), which waiting longer would not fix.
 const removeTimeout = 5 * time.Second
 
-// Slot is the cgroup of one worker slot. It outlives the worker processes:
-// every restart of the worker goes into the same Slot.
+// Slot is the cgroup of one worker slot or named slot. It outlives the
+// processes in it: every restart of the worker goes into the same Slot.
 type Slot struct {
-	h  *Hierarchy
+	h *Hierarchy
+	// id is the worker slot id, -1 for a named slot.
 	id int
+	// name is the directory name: "worker-<id>" or the named slot's name.
+	name   string
+	limits Limits
 
 	// paths maps controller to directory (v1), or "" to the one
 	// directory (v2).
@@ -42,9 +46,9 @@ type Slot struct {
 	dirFD *os.File
 }
 
-// newSlot fills in the directory bookkeeping of a slot.
-func newSlot(h *Hierarchy, id int, paths map[string]string) *Slot {
-	s := &Slot{h: h, id: id, paths: paths}
+// newSlotDirs fills in the directory bookkeeping of a slot.
+func newSlotDirs(h *Hierarchy, id int, name string, l Limits, paths map[string]string) *Slot {
+	s := &Slot{h: h, id: id, name: name, limits: l, paths: paths}
 	if dir, ok := paths[""]; ok { // v2: one directory has everything
 		s.dirs = []string{dir}
 		s.cpuDir = dir // cpu.stat exists without the cpu controller
@@ -65,16 +69,29 @@ func newSlot(h *Hierarchy, id int, paths map[string]string) *Slot {
 	return s
 }
 
-// ID returns the slot id given to Hierarchy.Slot.
+// ID returns the slot id given to Hierarchy.Slot, or -1 for a named slot.
 func (s *Slot) ID() int { return s.id }
+
+// Name returns the slot's directory name: "worker-<id>" for a worker slot,
+// the name given to Hierarchy.NamedSlot for a named one.
+func (s *Slot) Name() string { return s.name }
+
+// label names the slot in errors: "slot 2", "slot agent".
+func (s *Slot) label() string {
+	if s.id < 0 {
+		return "slot " + s.name
+	}
+	return "slot " + strconv.Itoa(s.id)
+}
 
 // Path returns the slot's cgroup directory: on v1 the one in the memory
 // hierarchy if used (else the first controller's), on v2 the only one.
 func (s *Slot) Path() string { return s.dirs[0] }
 
-// Limits returns the limits applied to the slot, e.g. for log lines:
-// FormatBytes(s.Limits().Memory) is "256MiB".
-func (s *Slot) Limits() Limits { return s.h.limits }
+// Limits returns the limits applied to the slot (Options.Limits for a
+// worker slot, its Options.Named entry for a named one), e.g. for log
+// lines: FormatBytes(s.Limits().Memory) is "256MiB".
+func (s *Slot) Limits() Limits { return s.limits }
 
 // FD returns an open file descriptor of the slot's cgroup v2 directory, for
 // starting a worker directly inside the slot:
@@ -99,7 +116,7 @@ func (s *Slot) FD() (fd int, ok bool) {
 func (s *Slot) Add(pid int) error {
 	for _, dir := range s.dirs {
 		if err := cgroups.WriteCgroupProc(dir, pid); err != nil {
-			return fmt.Errorf("move pid %d into slot %d cgroup %s: %w", pid, s.id, dir, err)
+			return fmt.Errorf("move pid %d into %s cgroup %s: %w", pid, s.label(), dir, err)
 		}
 	}
 	return nil
@@ -125,7 +142,7 @@ func (s *Slot) OOMKills() (uint64, error) {
 		n, err = fs.OOMKillCount(s.memDir)
 	}
 	if err != nil {
-		return 0, fmt.Errorf("read OOM kill count of slot %d: %w", s.id, err)
+		return 0, fmt.Errorf("read OOM kill count of %s: %w", s.label(), err)
 	}
 	return n, nil
 }
@@ -142,13 +159,13 @@ func (s *Slot) LimitOOMs() (n uint64, ok bool, err error) {
 	}
 	b, err := os.ReadFile(filepath.Join(s.memDir, "memory.events"))
 	if err != nil {
-		return 0, false, fmt.Errorf("read memory events of slot %d: %w", s.id, err)
+		return 0, false, fmt.Errorf("read memory events of %s: %w", s.label(), err)
 	}
 	for _, line := range strings.Split(string(b), "\n") {
 		if k, v, found := strings.Cut(line, " "); found && k == "oom" {
 			n, err := strconv.ParseUint(strings.TrimSpace(v), 10, 64)
 			if err != nil {
-				return 0, false, fmt.Errorf("slot %d memory.events: bad oom count %q", s.id, v)
+				return 0, false, fmt.Errorf("%s memory.events: bad oom count %q", s.label(), v)
 			}
 			return n, true, nil
 		}
@@ -212,7 +229,7 @@ func (s *Slot) Usage() (Usage, error) {
 	}
 	u.Pids = len(pids)
 	if err := errors.Join(errs...); err != nil {
-		return u, fmt.Errorf("read usage of slot %d: %w", s.id, err)
+		return u, fmt.Errorf("read usage of %s: %w", s.label(), err)
 	}
 	return u, nil
 }
@@ -229,7 +246,7 @@ func (s *Slot) Kill() error {
 			return nil
 		}
 		if !errors.Is(err, os.ErrNotExist) {
-			return fmt.Errorf("kill slot %d: %w", s.id, err)
+			return fmt.Errorf("kill %s: %w", s.label(), err)
 		}
 	}
 	signalled := make(map[int]bool)
@@ -238,7 +255,7 @@ func (s *Slot) Kill() error {
 	for range 100 {
 		pids, err := s.procs()
 		if err != nil {
-			return fmt.Errorf("kill slot %d: %w", s.id, err)
+			return fmt.Errorf("kill %s: %w", s.label(), err)
 		}
 		fresh := 0
 		for _, pid := range pids {
@@ -248,14 +265,14 @@ func (s *Slot) Kill() error {
 			signalled[pid] = true
 			fresh++
 			if err := unix.Kill(pid, unix.SIGKILL); err != nil && !errors.Is(err, unix.ESRCH) {
-				return fmt.Errorf("kill pid %d in slot %d: %w", pid, s.id, err)
+				return fmt.Errorf("kill pid %d in %s: %w", pid, s.label(), err)
 			}
 		}
 		if fresh == 0 {
 			return nil
 		}
 	}
-	return fmt.Errorf("kill slot %d: processes keep appearing", s.id)
+	return fmt.Errorf("kill %s: processes keep appearing", s.label())
 }
 
 // procs lists the processes in any of the slot's directories. On v1 a
@@ -283,11 +300,11 @@ func (s *Slot) procs() ([]int, error) {
 // Remove kills everything in the slot, waits (up to a few seconds) for the
 // processes to leave, and removes the slot's cgroup directories. Exited but
 // unreaped processes (zombies) do not hold it up. After Remove, Hierarchy.Slot
-// with the same id creates a fresh slot.
+// with the same id (NamedSlot with the same name) creates a fresh slot.
 func (s *Slot) Remove() error {
 	s.h.mu.Lock()
-	if s.h.slots[s.id] == s {
-		delete(s.h.slots, s.id)
+	if s.h.slots[s.name] == s {
+		delete(s.h.slots, s.name)
 	}
 	if s.dirFD != nil {
 		_ = s.dirFD.Close()
@@ -302,13 +319,13 @@ func (s *Slot) Remove() error {
 		}
 		pids, err := s.procs()
 		if err != nil {
-			return fmt.Errorf("remove slot %d: %w", s.id, err)
+			return fmt.Errorf("remove %s: %w", s.label(), err)
 		}
 		if len(pids) == 0 {
 			break
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("remove slot %d: processes %s did not exit within %v of SIGKILL", s.id, joinInts(pids), removeTimeout)
+			return fmt.Errorf("remove %s: processes %s did not exit within %v of SIGKILL", s.label(), joinInts(pids), removeTimeout)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -326,7 +343,8 @@ func (s *Slot) removeDirs() error {
 	return errors.Join(errs...)
 }
 
-// String names the slot for logs: "slot 2 (/sys/fs/cgroup/.../worker-2)".
+// String names the slot for logs: "slot 2 (/sys/fs/cgroup/.../worker-2)",
+// "slot agent (/sys/fs/cgroup/.../agent)".
 func (s *Slot) String() string {
-	return "slot " + strconv.Itoa(s.id) + " (" + s.Path() + ")"
+	return s.label() + " (" + s.Path() + ")"
 }

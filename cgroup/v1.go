@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 
 	"github.com/opencontainers/cgroups"
 	"github.com/opencontainers/cgroups/fs"
@@ -12,16 +13,20 @@ import (
 // openV1 prepares <own>/<prefix> in the hierarchy of every controller used.
 // goinit itself stays where it is: v1 allows processes in inner cgroups.
 func (h *Hierarchy) openV1(pi procInfo) error {
-	if h.limits.MemoryHigh != 0 {
-		return &UnavailableError{
-			Controller: ctrlMemory,
-			Limit:      "memory-high",
-			Cause:      fmt.Sprintf("the memory-high limit needs cgroup v2, but %s is cgroup v1", h.root),
-			Fix:        "use the memory limit instead or run on a cgroup v2 host",
-			Err:        errNoMemoryHighOnV1,
+	sets := h.limitSets()
+	for _, set := range sets {
+		if set.limits.MemoryHigh != 0 {
+			return &UnavailableError{
+				Controller: ctrlMemory,
+				Limit:      "memory-high",
+				Slot:       set.name,
+				Cause:      fmt.Sprintf("the memory-high limit needs cgroup v2, but %s is cgroup v1", h.root),
+				Fix:        "use the memory limit instead or run on a cgroup v2 host",
+				Err:        errNoMemoryHighOnV1,
+			}
 		}
 	}
-	required, optional := needs(h.limits, 1)
+	required, optional := needs(sets, 1)
 	h.v1Bases = make(map[string]string)
 	var firstSkipped error
 	for i, n := range append(required, optional...) {
@@ -50,7 +55,7 @@ func (h *Hierarchy) openV1(pi procInfo) error {
 		// Without swap accounting (swapaccount=0) there is no memsw file;
 		// the memory limit alone still holds, only swap is not capped.
 		h.memsw = cgroups.PathExists(filepath.Join(base, "memory.memsw.limit_in_bytes"))
-		if h.limits.Memory != 0 && !h.memsw {
+		if !h.memsw && slices.ContainsFunc(sets, func(s slotLimits) bool { return s.limits.Memory != 0 }) {
 			h.log.Debug("cgroup v1 swap accounting is off; the memory limit does not cap swap", "dir", base)
 		}
 	}
@@ -65,6 +70,7 @@ func (h *Hierarchy) prepareV1(pi procInfo, n need) (string, error) {
 		return "", &UnavailableError{
 			Controller: n.controller,
 			Limit:      n.limit,
+			Slot:       n.slot,
 			Cause:      fmt.Sprintf("cgroup %s controller is not mounted under %s", n.controller, h.root),
 			Fix:        "mount it (or enable it in the kernel)",
 			Err:        os.ErrNotExist,
@@ -75,6 +81,7 @@ func (h *Hierarchy) prepareV1(pi procInfo, n need) (string, error) {
 		return "", &UnavailableError{
 			Controller: n.controller,
 			Limit:      n.limit,
+			Slot:       n.slot,
 			Cause:      fmt.Sprintf("cannot find goinit's cgroup for the %s controller: %v", n.controller, err),
 			Fix:        "mount the cgroup filesystem with a cgroup namespace or the container's own subtree",
 			Err:        err,
@@ -89,11 +96,12 @@ func (h *Hierarchy) prepareV1(pi procInfo, n need) (string, error) {
 	created, err := makeDir(base)
 	if err != nil {
 		if isPermissionLike(err) {
-			return "", notWritable(n.controller, n.limit, base, err)
+			return "", n.notWritable(base, err)
 		}
 		return "", &UnavailableError{
 			Controller: n.controller,
 			Limit:      n.limit,
+			Slot:       n.slot,
 			Cause:      fmt.Sprintf("cannot create cgroup %s: %s", base, errnoText(err)),
 			Fix:        "check that the cgroup filesystem is mounted and delegated",
 			Err:        err,
@@ -106,27 +114,27 @@ func (h *Hierarchy) prepareV1(pi procInfo, n need) (string, error) {
 }
 
 // newSlotV1 creates the slot's directory in every hierarchy used and writes
-// the limits. Only the controllers listed in paths are touched: passing the
-// paths explicitly keeps the fs driver from creating directories in the
+// the limits l. Only the controllers listed in paths are touched: passing
+// the paths explicitly keeps the fs driver from creating directories in the
 // name=systemd and hybrid cgroup2 hierarchies too.
-func (h *Hierarchy) newSlotV1(id int) (*Slot, error) {
+func (h *Hierarchy) newSlotV1(id int, name string, l Limits) (*Slot, error) {
 	paths := make(map[string]string, len(h.v1Bases))
 	for c, base := range h.v1Bases {
-		paths[c] = filepath.Join(base, slotName(id))
+		paths[c] = filepath.Join(base, name)
 	}
-	res := h.resources()
+	s := newSlotDirs(h, id, name, l, paths)
+	res := h.resources(l)
 	mgr, err := fs.NewManager(&cgroups.Cgroup{Resources: res}, paths)
 	if err != nil {
-		return nil, fmt.Errorf("create cgroup for slot %d: %w", id, err)
+		return nil, fmt.Errorf("create cgroup for %s: %w", s.label(), err)
 	}
-	s := newSlot(h, id, paths)
 	if err := mgr.Apply(-1); err != nil {
 		_ = s.removeDirs()
-		return nil, fmt.Errorf("create cgroup for slot %d: %w", id, err)
+		return nil, fmt.Errorf("create cgroup for %s: %w", s.label(), err)
 	}
 	if err := setV1(paths, res); err != nil {
 		_ = s.removeDirs()
-		return nil, fmt.Errorf("set limits (%s) on slot %d cgroup %s: %w", h.limits, id, s.Path(), err)
+		return nil, fmt.Errorf("set limits (%s) on %s cgroup %s: %w", l, s.label(), s.Path(), err)
 	}
 	return s, nil
 }

@@ -19,7 +19,8 @@ import (
 //	<own>                   subtree_control += controllers (was goinit's home)
 //	<own>/<prefix>          subtree_control  = controllers, no processes
 //	<own>/<prefix>/supervisor   goinit itself
-//	<own>/<prefix>/worker-N     one per slot (created by Slot)
+//	<own>/<prefix>/worker-N     one per worker slot (created by Slot)
+//	<own>/<prefix>/<name>       one per named slot (created by NamedSlot)
 //
 // The kernel only lets a cgroup enable controllers for its children while it
 // holds no processes, so goinit has to leave <own> first. Unlike
@@ -42,12 +43,13 @@ func (h *Hierarchy) openV2(pi procInfo) error {
 	if err != nil {
 		return fmt.Errorf("read available cgroup controllers: %w", err)
 	}
-	required, optional := needs(h.limits, 2)
+	required, optional := needs(h.limitSets(), 2)
 	for _, n := range required {
 		if !slices.Contains(available, n.controller) {
 			return &UnavailableError{
 				Controller: n.controller,
 				Limit:      n.limit,
+				Slot:       n.slot,
 				Cause: fmt.Sprintf("cgroup %s controller is not delegated to %s (available: %s)",
 					n.controller, own, orNone(available)),
 				Fix: "enable it in the parent's cgroup.subtree_control (systemd: Delegate=yes)",
@@ -62,15 +64,15 @@ func (h *Hierarchy) openV2(pi procInfo) error {
 			want = append(want, n)
 		}
 	}
-	firstLimit, firstCtrl := "", ""
+	var first need // the limit to name when nothing at all can be written
 	if len(required) > 0 {
-		firstLimit, firstCtrl = required[0].limit, required[0].controller
+		first = required[0]
 	}
 
 	created, err := makeDir(h.base)
 	if err != nil {
 		if isPermissionLike(err) {
-			return notWritable(firstCtrl, firstLimit, h.base, err)
+			return first.notWritable(h.base, err)
 		}
 		return fmt.Errorf("create cgroup %s: %w", h.base, err)
 	}
@@ -119,6 +121,7 @@ func (h *Hierarchy) enableError(n need, dir string, err error) error {
 		return &UnavailableError{
 			Controller: n.controller,
 			Limit:      n.limit,
+			Slot:       n.slot,
 			Cause: fmt.Sprintf("cannot enable the cgroup %s controller in %s: other processes share goinit's cgroup (pids %s)",
 				n.controller, dir, joinInts(pids)),
 			Fix: "run goinit as the container's first process, alone in its cgroup",
@@ -126,11 +129,12 @@ func (h *Hierarchy) enableError(n need, dir string, err error) error {
 		}
 	}
 	if isPermissionLike(err) {
-		return notWritable(n.controller, n.limit, dir, err)
+		return n.notWritable(dir, err)
 	}
 	return &UnavailableError{
 		Controller: n.controller,
 		Limit:      n.limit,
+		Slot:       n.slot,
 		Cause:      fmt.Sprintf("cannot enable the cgroup %s controller in %s: %s", n.controller, dir, errnoText(err)),
 		Fix:        "check that the controller is delegated and the cgroup is not threaded",
 		Err:        err,
@@ -182,22 +186,22 @@ func (h *Hierarchy) undoOpenV2() error {
 	return errors.Join(errs...)
 }
 
-// newSlotV2 creates the slot's cgroup, writes the limits with the fs2
+// newSlotV2 creates the slot's cgroup, writes the limits l with the fs2
 // driver and opens the directory for clone3 placement.
-func (h *Hierarchy) newSlotV2(id int) (*Slot, error) {
-	dir := filepath.Join(h.base, slotName(id))
+func (h *Hierarchy) newSlotV2(id int, name string, l Limits) (*Slot, error) {
+	dir := filepath.Join(h.base, name)
+	s := newSlotDirs(h, id, name, l, map[string]string{"": dir})
 	if _, err := makeDir(dir); err != nil {
-		return nil, fmt.Errorf("create cgroup for slot %d: %w", id, err)
+		return nil, fmt.Errorf("create cgroup for %s: %w", s.label(), err)
 	}
-	s := newSlot(h, id, map[string]string{"": dir})
-	res := h.resources()
+	res := h.resources(l)
 	mgr, err := fs2.NewManager(&cgroups.Cgroup{Resources: res}, dir)
 	if err == nil {
 		err = mgr.Set(res)
 	}
 	if err != nil {
 		_ = s.removeDirs()
-		return nil, fmt.Errorf("set limits (%s) on slot %d cgroup %s: %w", h.limits, id, dir, err)
+		return nil, fmt.Errorf("set limits (%s) on %s cgroup %s: %w", l, s.label(), dir, err)
 	}
 	// O_RDONLY|O_DIRECTORY rather than O_PATH: clone3's cgroup fd must
 	// be a real open of the directory on older kernels.
