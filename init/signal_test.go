@@ -2,6 +2,8 @@ package main
 
 import (
 	"fmt"
+	"net"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -206,5 +208,34 @@ func TestChildStartsUnblocked(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestSIGPIPENotForwarded checks that SIGPIPE never reaches the child: the
+// kernel raises it in goinit whenever goinit writes to a socket whose peer
+// is gone, here control clients that hang up at once, and a SIGPIPE sent
+// to goinit itself is ignored like those.
+func TestSIGPIPENotForwarded(t *testing.T) {
+	requireRoot(t)
+	sock := filepath.Join(t.TempDir(), "control.sock")
+	script := `trap 'echo got-pipe' PIPE; trap 'echo got-usr1' USR1; trap 'exit 0' TERM
+echo ready; while :; do sleep 0.05; done`
+	p := start(t, runOpts{pid1: true}, "--signal-scope=child", "--control="+sock, "--", "sh", "-c", script)
+	p.waitLine("ready", 10*time.Second)
+	for range 20 {
+		if c, err := net.Dial("unix", sock); err == nil {
+			c.Write([]byte("garbage that is not a request\n"))
+			c.Close() // goinit's error answer then meets a closed socket
+		}
+	}
+	p.signal(syscall.SIGPIPE)
+	p.signal(syscall.SIGUSR1)
+	p.waitLine("got-usr1", 5*time.Second)
+	if p.hasLine("got-pipe") {
+		t.Fatal("SIGPIPE reached the child")
+	}
+	p.signal(syscall.SIGTERM)
+	if code := p.wait(10 * time.Second); code != 0 {
+		t.Fatalf("exit %d", code)
 	}
 }

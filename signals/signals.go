@@ -118,12 +118,17 @@ func Name(sig unix.Signal) string {
 // the runtime's profiler and never reaches os/signal. 32 and 33 are reserved
 // by the runtime and glibc, and 34 (glibc's SIGRTMIN) by the runtime for musl
 // (golang/go#39343): a Go program cannot catch it, so neither can goinit.
+// SIGPIPE is left out too: the kernel raises it in goinit itself whenever
+// goinit writes to a socket whose peer is gone (a control client that hung
+// up, a worker that died with messages queued), and os/signal cannot tell
+// those from one sent by kill; forwarding them would kill every worker that
+// does not ignore SIGPIPE. Not caught, it is ignored by the Go runtime.
 func Forwardable(urg bool) []os.Signal {
 	var out []os.Signal
 	for n := 1; n <= maxSignal; n++ {
 		sig := unix.Signal(n)
 		switch sig {
-		case unix.SIGKILL, unix.SIGSTOP, unix.SIGCHLD, unix.SIGPROF, 32, 33, 34:
+		case unix.SIGKILL, unix.SIGSTOP, unix.SIGCHLD, unix.SIGPROF, unix.SIGPIPE, 32, 33, 34:
 			continue
 		case unix.SIGURG:
 			if !urg {

@@ -83,7 +83,7 @@ func TestForwardableCatchable(t *testing.T) {
 	sigs := Forwardable(false)
 	for _, s := range sigs {
 		switch s {
-		case unix.SIGURG, unix.SIGCHLD, unix.SIGKILL, unix.SIGSTOP:
+		case unix.SIGURG, unix.SIGCHLD, unix.SIGKILL, unix.SIGSTOP, unix.SIGPIPE:
 			t.Fatalf("Forwardable includes %v", s)
 		}
 	}
