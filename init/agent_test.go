@@ -123,16 +123,32 @@ setInterval(() => {}, 1000);
 	p := start(t, runOpts{pid1: true}, "--workers=3", "--ready=message", "--agent=node "+app, "--restart-delay=20ms", "--", "node", app)
 	defer p.cmd.Process.Signal(syscall.SIGKILL)
 	p.waitLine("W2 pid", 20*time.Second)
-	for range 3 {
-		time.Sleep(200 * time.Millisecond) // let messages flow between kills
+	for i := range 3 {
+		// Kill worker 1's current process once it is ready and the
+		// agent's messages reach it, then wait for its restart.
+		eventually(t, 20*time.Second, "worker 1 ready", func() bool {
+			return strings.Count(p.errText(), "worker 1 (pid") >= 2*i+1 && strings.Count(p.errText(), "is ready") >= 4+i
+		})
 		w := pidOf(t, p.errText(), `worker 1 started" prog=goinit worker=1 pid=(\d+)`)
-		if host := hostPidOrZero(p.cmd.Process.Pid, w); host > 0 {
-			syscall.Kill(host, syscall.SIGKILL)
-		}
+		var host int
+		eventually(t, 10*time.Second, "worker 1's process", func() bool { host = hostPidOrZero(p.cmd.Process.Pid, w); return host > 0 })
+		time.Sleep(100 * time.Millisecond) // let messages flow between kills
+		syscall.Kill(host, syscall.SIGKILL)
+		waitLogN(t, p, "worker 1 started", i+2, 20*time.Second)
 	}
-	time.Sleep(300 * time.Millisecond)
-	seen := map[string]bool{}
 	re := regexp.MustCompile(`^W(\d) pid (\d+) seq (\d+) for (\w+)$`)
+	delivered := func() int {
+		n := 0
+		for _, line := range strings.Split(p.stdout(), "\n") {
+			if re.MatchString(line) {
+				n++
+			}
+		}
+		return n
+	}
+	// However slow the machine, a few hundred messages arrive in time.
+	eventually(t, 20*time.Second, "100 messages delivered", func() bool { return delivered() >= 100 })
+	seen := map[string]bool{}
 	n := 0
 	for _, line := range strings.Split(p.stdout(), "\n") {
 		m := re.FindStringSubmatch(line)
