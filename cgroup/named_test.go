@@ -67,8 +67,9 @@ func TestNeedsNamed(t *testing.T) {
 }
 
 // slotLimitFiles reads the memory, cpu and pids limits of s back from the
-// kernel's files, as "max" when unlimited and "-" when the slot has no
-// cgroup for that controller.
+// kernel's files, as "max" when unlimited and "-" when the controller is
+// not used for the slot (v1: no cgroup in its hierarchy; v2: no file, as
+// the controller is not enabled).
 func slotLimitFiles(t *testing.T, s *Slot) (memory, cpu, pids string) {
 	t.Helper()
 	read := func(dir, file string) string {
@@ -77,6 +78,9 @@ func slotLimitFiles(t *testing.T, s *Slot) (memory, cpu, pids string) {
 			return "-"
 		}
 		b, err := os.ReadFile(filepath.Join(dir, file))
+		if errors.Is(err, os.ErrNotExist) {
+			return "-"
+		}
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -222,8 +226,8 @@ func TestNamedSlotOnlyLimits(t *testing.T) {
 	if m, _, _ := slotLimitFiles(t, agent); m != "33554432" {
 		t.Errorf("named slot's memory limit file = %s, want 33554432", m)
 	}
-	if m, _, _ := slotLimitFiles(t, worker); m != "max" {
-		t.Errorf("worker slot's memory limit file = %s, want max (no limit)", m)
+	if m, c, _ := slotLimitFiles(t, worker); m != "max" || c != "-" {
+		t.Errorf("worker slot's memory limit file = %s, cpu quota %s; want max (no limit) and no cpu controller", m, c)
 	}
 	p := startHelper(t, agent, "alloc", helperBytesEnv+"=64Mi")
 	if st := p.wait(t); !killedBySignal(st, syscall.SIGKILL) {
