@@ -199,6 +199,8 @@ func TestAgentBadInput(t *testing.T) {
 		{[]string{"--workers=2", "--agent-ready=exec", "--", "true"}, "there is no --agent"},
 		{[]string{"--workers=2", "--agent=sleep 1", "--agent-ready=listen", "--", "true"}, "never listens on a shared port"},
 		{[]string{"--workers=2", "--agent=/no/such/agent", "--", "true"}, "--agent: cannot run"},
+		{[]string{"--workers=2", "--agent-memory-limit=64Mi", "--", "true"}, "there is no --agent"},
+		{[]string{"--workers=2", "--agent=sleep 1", "--agent-cpu-limit=lots", "--", "true"}, "--agent-cpu-limit"},
 	} {
 		code, stderr := runToEnd(t, runOpts{}, c.args...)
 		want := 2
@@ -214,4 +216,25 @@ func TestAgentBadInput(t *testing.T) {
 func readFile(name string) (string, error) {
 	b, err := os.ReadFile(name)
 	return string(b), err
+}
+
+// TestAgentLimits checks --agent-memory-limit: the agent runs in a cgroup
+// of its own, its OOM kill is reported as such and it is restarted, while
+// the workers, under their own limit, keep running.
+func TestAgentLimits(t *testing.T) {
+	requireCgroupV1(t)
+	needTool(t, "python3")
+	agent := `python3 -c 'import time; time.sleep(0.5); b = bytearray(64 << 20); time.sleep(1000)'`
+	p := start(t, runOpts{pid1: true}, "--workers=2", "--memory-limit=128Mi", "--agent="+agent, "--agent-memory-limit=32Mi",
+		"--agent-ready=exec", "--restart-delay=50ms", "--", "sleep", "1000")
+	defer p.cmd.Process.Signal(syscall.SIGKILL)
+	waitLogN(t, p, "agent limits: memory 32MiB", 1, 10*time.Second)
+	waitLogN(t, p, "killed by the OOM killer (memory limit 32MiB)", 1, 20*time.Second)
+	waitLogN(t, p, "agent started", 2, 10*time.Second)
+	if strings.Count(p.errText(), "worker 0 started") != 1 {
+		t.Fatalf("a worker restarted with the agent:\n%s", p.errText())
+	}
+	if !strings.Contains(p.errText(), `msg="agent (pid`) {
+		t.Fatalf("the OOM line does not name the agent:\n%s", p.errText())
+	}
 }

@@ -75,9 +75,10 @@ type config struct {
 
 	// agent is the agent's command (--agent), split by shell word rules;
 	// nil without one. agentPath is agent[0] resolved in PATH.
-	agent      []string
-	agentPath  string
-	agentReady cluster.Readiness
+	agent       []string
+	agentPath   string
+	agentReady  cluster.Readiness
+	agentLimits cgroup.Limits
 
 	// control is --control ("" = the default path when it can be made,
 	// "off"); healthAddr the health server's address, "" = off.
@@ -130,6 +131,7 @@ type flags struct {
 	sharePorts                                             string
 	ready, ipc, reloadSignal                               string
 	agent, agentReady                                      string
+	agentMemory, agentCPU, agentPids                       string
 	control, healthAddr, workerLogs                        string
 	minReady                                               int
 	readyTimeout, watchdog, maxLifetime                    time.Duration
@@ -156,6 +158,9 @@ func newFlags() *flags {
 	fs.StringVar(&f.restart, "restart", "", "always, on-failure or never (default never for a single command, on-failure with --workers)")
 	fs.StringVar(&f.agent, "agent", "", "run this command as the agent, one process beside the workers, started and ready before them (shell word rules, no shell)")
 	fs.StringVar(&f.agentReady, "agent-ready", "", "when the agent is ready, as --ready (default: --ready)")
+	fs.StringVar(&f.agentMemory, "agent-memory-limit", "", "the agent's memory limit, as --memory-limit")
+	fs.StringVar(&f.agentCPU, "agent-cpu-limit", "", "the agent's CPU limit, as --cpu-limit")
+	fs.StringVar(&f.agentPids, "agent-pids-limit", "", "the agent's limit on processes and threads, as --pids-limit")
 	fs.StringVar(&f.ready, "ready", "auto", "when a worker is ready: auto (listen or message; exec until a worker ever listened), exec, listen, message, notify, delay:DUR")
 	fs.DurationVar(&f.readyTimeout, "ready-timeout", cluster.DefaultReadyTimeout, "a worker not ready by then is a failed start (0 = wait forever)")
 	fs.StringVar(&f.ipc, "ipc", "on", "on: each worker gets a JSON-lines channel to goinit (GOINIT_IPC_FD, Node's process.send); off")
@@ -489,8 +494,10 @@ func (f *flags) readyConfig(c *config) error {
 // agentConfig validates --agent and --agent-ready.
 func (f *flags) agentConfig(c *config) error {
 	if f.agent == "" {
-		if f.agentReady != "" {
-			return usagef("invalid %s: there is no --agent", f.name("agent-ready"))
+		for _, name := range []string{"agent-ready", "agent-memory-limit", "agent-cpu-limit", "agent-pids-limit"} {
+			if f.fs.Changed(name) || f.fromEnv[name] != "" {
+				return usagef("invalid %s: there is no --agent", f.name(name))
+			}
 		}
 		return nil
 	}
@@ -514,6 +521,9 @@ func (f *flags) agentConfig(c *config) error {
 		}
 		r.Timeout = c.ready.Timeout
 		c.agentReady = r
+	}
+	if c.agentLimits, err = f.limitsOf("agent-memory-limit", f.agentMemory, "agent-cpu-limit", f.agentCPU, "agent-pids-limit", f.agentPids); err != nil {
+		return err
 	}
 	if c.agentReady.Mode == cluster.ReadyListen {
 		return usagef("invalid %s: the agent's binds are not shared, so it never listens on a shared port; use message, notify, exec or delay:DUR", f.name("agent-ready"))
@@ -545,32 +555,45 @@ func (f *flags) operateConfig(c *config) error {
 
 // limits reads the per-worker limit flags.
 func (f *flags) limits() (cgroup.Limits, error) {
-	var l cgroup.Limits
-	var err error
-	if f.memoryLimit != "" {
-		if l.Memory, err = cgroup.ParseSize(f.memoryLimit); err != nil {
-			return l, usagef("invalid %s: %v", f.name("memory-limit"), err)
-		}
+	l, err := f.limitsOf("memory-limit", f.memoryLimit, "cpu-limit", f.cpuLimit, "pids-limit", f.pidsLimit)
+	if err != nil {
+		return l, err
 	}
 	if f.memoryHigh != "" {
 		if l.MemoryHigh, err = cgroup.ParseSize(f.memoryHigh); err != nil {
 			return l, usagef("invalid %s: %v", f.name("memory-high"), err)
 		}
 	}
-	if f.cpuLimit != "" {
-		if l.CPU, err = cgroup.ParseCPUs(f.cpuLimit); err != nil {
-			return l, usagef("invalid %s: %v", f.name("cpu-limit"), err)
+	if err := l.Validate(); err != nil {
+		return l, usagef("invalid limits: %v", err)
+	}
+	return l, nil
+}
+
+// limitsOf reads one set of memory, CPU and pids limit flags (the workers'
+// or the agent's), each named by its flag.
+func (f *flags) limitsOf(memFlag, mem, cpuFlag, cpu, pidsFlag, pids string) (cgroup.Limits, error) {
+	var l cgroup.Limits
+	var err error
+	if mem != "" {
+		if l.Memory, err = cgroup.ParseSize(mem); err != nil {
+			return l, usagef("invalid %s: %v", f.name(memFlag), err)
 		}
 	}
-	if f.pidsLimit != "" {
-		n, err := strconv.ParseInt(f.pidsLimit, 10, 64)
+	if cpu != "" {
+		if l.CPU, err = cgroup.ParseCPUs(cpu); err != nil {
+			return l, usagef("invalid %s: %v", f.name(cpuFlag), err)
+		}
+	}
+	if pids != "" {
+		n, err := strconv.ParseInt(pids, 10, 64)
 		if err != nil || n < 1 {
-			return l, usagef("invalid %s %q: use a whole number of processes from 1 up", f.name("pids-limit"), f.pidsLimit)
+			return l, usagef("invalid %s %q: use a whole number of processes from 1 up", f.name(pidsFlag), pids)
 		}
 		l.Pids = n
 	}
 	if err := l.Validate(); err != nil {
-		return l, usagef("invalid limits: %v", err)
+		return l, usagef("invalid %s: %v", f.name(memFlag), err)
 	}
 	return l, nil
 }

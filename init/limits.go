@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"maps"
 	"slices"
+	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -71,10 +72,16 @@ type slotOOM struct {
 // made.
 func openCgroups(cfg *config, env *workerEnv, log *slog.Logger) (func(), error) {
 	limits := cfg.limits
-	if limits.IsZero() {
+	if limits.IsZero() && cfg.agentLimits.IsZero() {
 		return nil, nil
 	}
-	h, err := cgroup.Open(cgroup.Options{Limits: limits, Logger: log})
+	opts := cgroup.Options{Limits: limits, Logger: log}
+	if cfg.agent != nil {
+		// Declared whenever there is an agent, so that on v2 it never
+		// runs in goinit's own leaf.
+		opts.Named = map[string]cgroup.Limits{agentSlot: cfg.agentLimits}
+	}
+	h, err := cgroup.Open(opts)
 	var ue *cgroup.UnavailableError
 	switch {
 	case errors.As(err, &ue) && cfg.cgroupMode == "optional":
@@ -89,6 +96,11 @@ func openCgroups(cfg *config, env *workerEnv, log *slog.Logger) (func(), error) 
 	}
 	l := &limiter{h: h, log: log, slots: map[int]*slotOOM{}, cg: map[int]*cgroup.Slot{}}
 	log.Info(fmt.Sprintf("per-worker limits: %s (cgroup v%d)", limits, h.Version()))
+	if cfg.agent != nil && !cfg.agentLimits.IsZero() {
+		log.Info(fmt.Sprintf("agent limits: %s", cfg.agentLimits))
+	}
+	env.agentCgroup = func(int) (slotCgroup, error) { return l.slot(agentID) }
+	env.agentExplain = func(_ int, st reaper.Status) string { return l.explain(agentID, st) }
 	env.cgroup = l.slot
 	env.explain = l.explain
 	env.oomCheck = l.check
@@ -111,11 +123,21 @@ var limitFlags = map[string]string{
 	"pids":        "--pids-limit",
 }
 
+// agentSlot names the agent's cgroup, and agentID stands for it in the
+// limiter's maps, beside the workers' ids 0..N-1.
+const (
+	agentSlot = "agent"
+	agentID   = -1
+)
+
 // unavailable names, for the cgroup package's explanation of a limit goinit
 // cannot apply, the flag it concerns and how to do without it, in goinit's
 // flags rather than the package's "run without the memory limit".
 func unavailable(ue *cgroup.UnavailableError) (what, drop string) {
 	if f, ok := limitFlags[ue.Limit]; ok {
+		if ue.Slot == agentSlot {
+			f = strings.Replace(f, "--", "--agent-", 1)
+		}
 		return f, "drop " + f
 	}
 	return "per-worker limits", "drop the limit flags"
@@ -124,7 +146,13 @@ func unavailable(ue *cgroup.UnavailableError) (what, drop string) {
 // slot returns worker id's cgroup. The spawner calls it on every start of
 // the worker, which is where the worker's OOM accounting begins.
 func (l *limiter) slot(id int) (slotCgroup, error) {
-	s, err := l.h.Slot(id)
+	var s *cgroup.Slot
+	var err error
+	if id == agentID {
+		s, err = l.h.NamedSlot(agentSlot)
+	} else {
+		s, err = l.h.Slot(id)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -150,7 +178,7 @@ func (l *limiter) memoryOver(limit int64) []int {
 	var out []int
 	for _, id := range slices.Sorted(maps.Keys(l.slots)) {
 		c, ok := l.cg[id]
-		if !ok || !l.slots[id].running {
+		if !ok || id == agentID || !l.slots[id].running {
 			continue
 		}
 		if u, err := c.Usage(); err == nil && u.MemoryBytes > limit {
@@ -223,7 +251,7 @@ func (l *limiter) explain(id int, st reaper.Status) string {
 	if kills == 0 {
 		return ""
 	}
-	limit := l.limitText(own)
+	limit := l.limitText(id, own)
 	if st.Signaled() && st.Signal() == unix.SIGKILL {
 		return fmt.Sprintf("killed by the OOM killer (%s)", limit)
 	}
@@ -258,15 +286,18 @@ func (l *limiter) check(name func(int) string) {
 			what = fmt.Sprintf("%d processes inside it were", kills)
 		}
 		l.log.Warn(fmt.Sprintf("%s: %s killed by the OOM killer (%s); the worker itself is still running",
-			name(id), what, l.limitText(own)), "worker", id, "oom_kills", so.reported)
+			name(id), what, l.limitText(id, own)), "worker", id, "oom_kills", so.reported)
 	}
 }
 
 // limitText names the memory limit the OOM killer enforced: the worker's
 // own, or (own false) one above it, which in a container is the
 // container's, so that nobody raises --memory-limit in vain.
-func (l *limiter) limitText(own bool) string {
+func (l *limiter) limitText(id int, own bool) string {
 	memory := l.h.Limits().Memory
+	if c, ok := l.cg[id]; ok {
+		memory = c.Limits().Memory
+	}
 	switch {
 	case !own && memory > 0:
 		return "a memory limit above the worker's, such as the container's; the worker's is " + cgroup.FormatBytes(memory)

@@ -28,7 +28,12 @@ func newSupervisor(cfg *config, log *slog.Logger, r *reaper.Reaper, sigc chan os
 	var io *procIO
 	if cfg.clusterMode {
 		sp.role, sp.oomScore = "worker", workerOOMScore()
-		name = func(id int) string { return fmt.Sprintf("worker %d", id) }
+		name = func(id int) string {
+			if id == agentID {
+				return "agent" // the limiter's name for the agent's slot
+			}
+			return fmt.Sprintf("worker %d", id)
+		}
 		ready = cfg.ready
 		io = newProcIO(cfg, log)
 		sp.io, sp.env = io, withoutChannelEnv(sp.env, io)
@@ -50,9 +55,11 @@ func newSupervisor(cfg *config, log *slog.Logger, r *reaper.Reaper, sigc chan os
 		ag.command, ag.path, ag.role = cfg.agent, cfg.agentPath, "agent"
 		ag.oomScore, ag.io, ag.env = workerOOMScore(), io, sp.env
 		ag.notify = cfg.agentReady.Mode == cluster.ReadyNotify
+		ag.cgroup = env.agentCgroup
 		sup.agent = cluster.New(cluster.Config{
 			Workers: 1, Policy: cfg.policy, Start: ag.start, Log: log, Name: func(int) string { return "agent" },
-			Ready: cfg.agentReady, StopSignal: cfg.stopSignal, Group: cfg.groupScope, StopTimeout: cfg.stopTimeout,
+			Explain: env.agentExplain,
+			Ready:   cfg.agentReady, StopSignal: cfg.stopSignal, Group: cfg.groupScope, StopTimeout: cfg.stopTimeout,
 			Release: ag.newRelease, Watchdog: cfg.watchdog,
 			OnEvent: func(e cluster.Event) { sup.onPoolEvent("agent", e) },
 		})

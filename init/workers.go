@@ -36,6 +36,10 @@ type workerEnv struct {
 	oomKills   func() map[int]uint64
 	// sharer shares the ports workers bind themselves; nil when off.
 	sharer *portshare.Sharer
+	// agentCgroup and agentExplain are the agent's cgroup and OOM
+	// explanation; nil without cgroups.
+	agentCgroup  func(id int) (slotCgroup, error)
+	agentExplain func(id int, st reaper.Status) string
 }
 
 // prepareWorkers binds the --listen sockets and creates the workers'
