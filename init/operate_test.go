@@ -52,7 +52,7 @@ func TestControlCLI(t *testing.T) {
 	sock := filepath.Join(dir, "control.sock")
 	port := freePort(t)
 	script := filepath.Join(dir, "serve")
-	release(t, script, "1", "")
+	writeRelease(t, script, "1", "")
 	p := start(t, runOpts{pid1: true, env: []string{fmt.Sprintf("APP_ADDR=127.0.0.1:%d", port)}},
 		"--workers=2", "--ready-timeout=2s", "--control="+sock, "--", script)
 	defer p.cmd.Process.Signal(syscall.SIGKILL)
@@ -68,18 +68,18 @@ func TestControlCLI(t *testing.T) {
 	}
 	first := s.Processes[0].PID
 
-	release(t, script, "2", "")
+	writeRelease(t, script, "2", "")
 	if code, out := cli(t, sock, "reload", "--wait"); code != 0 || !strings.Contains(out, "reload complete") {
 		t.Fatalf("reload --wait: exit %d %q", code, out)
 	}
 	if s := status(t, sock); s.Processes[0].PID == first || s.Reloads.Succeeded != 1 {
 		t.Fatalf("after reload: %+v", s)
 	}
-	release(t, script, "", "exit 3")
+	writeRelease(t, script, "", "exit 3")
 	if code, out := cli(t, sock, "reload", "--wait"); code != 4 || !strings.Contains(out, "rolled back") {
 		t.Fatalf("reload --wait of a bad release: exit %d %q, want 4", code, out)
 	}
-	release(t, script, "3", "")
+	writeRelease(t, script, "3", "")
 
 	if code, out := cli(t, sock, "scale", "3"); code != 0 {
 		t.Fatalf("scale 3: exit %d %q", code, out)

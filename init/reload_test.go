@@ -102,9 +102,9 @@ func (l *load) since(version string) map[answer]bool {
 	return out
 }
 
-// release writes the command script the workers run: exec the bindserver
+// writeRelease writes the command script the workers run: exec the bindserver
 // as version v, or body instead when it is not empty (a broken release).
-func release(t *testing.T, script, v, body string) {
+func writeRelease(t *testing.T, script, v, body string) {
 	t.Helper()
 	if body == "" {
 		body = fmt.Sprintf("APP_VERSION=%s exec %s", v, bindServer(t))
@@ -143,7 +143,7 @@ func TestReloadUnderLoad(t *testing.T) {
 			port := freePort(t)
 			addr := fmt.Sprintf("127.0.0.1:%d", port)
 			script := filepath.Join(t.TempDir(), "serve")
-			release(t, script, "1", "")
+			writeRelease(t, script, "1", "")
 			args := append([]string{"--workers=2", "--stop-timeout=10s"}, c.args...)
 			if c.listen {
 				args = append(args, "--listen="+addr)
@@ -155,7 +155,7 @@ func TestReloadUnderLoad(t *testing.T) {
 
 			l := startLoad(addr)
 			time.Sleep(200 * time.Millisecond) // load running before the reload
-			release(t, script, "2", "")
+			writeRelease(t, script, "2", "")
 			p.signal(syscall.SIGHUP)
 			waitLogN(t, p, "reload complete: 2 worker(s) replaced", 1, 30*time.Second)
 			eventually(t, 10*time.Second, "version 2 answering from both workers", func() bool {
@@ -191,13 +191,13 @@ func TestReloadRollsBack(t *testing.T) {
 	port := freePort(t)
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
 	script := filepath.Join(t.TempDir(), "serve")
-	release(t, script, "1", "")
+	writeRelease(t, script, "1", "")
 	p := start(t, runOpts{pid1: true, env: []string{"APP_ADDR=" + addr}}, "--workers=2", "--ready-timeout=2s", "--", script)
 	defer p.cmd.Process.Signal(syscall.SIGKILL)
 	answeringPids(t, "tcp", addr, 2)
 	l := startLoad(addr)
 
-	release(t, script, "", "echo broken release >&2; exit 3")
+	writeRelease(t, script, "", "echo broken release >&2; exit 3")
 	p.signal(syscall.SIGHUP)
 	waitLogN(t, p, "reload failed", 1, 30*time.Second)
 	if !strings.Contains(p.errText(), "exited with code 3 before it was ready") || !strings.Contains(p.errText(), "rolled back") ||
@@ -205,14 +205,14 @@ func TestReloadRollsBack(t *testing.T) {
 		t.Fatalf("the failure line does not say what failed and how to retry:\n%s", p.errText())
 	}
 
-	release(t, script, "", "exec sleep 1000") // runs, never listens
+	writeRelease(t, script, "", "exec sleep 1000") // runs, never listens
 	p.signal(syscall.SIGHUP)
 	waitLogN(t, p, "reload failed", 2, 30*time.Second)
 	if !strings.Contains(p.errText(), "was not ready within 2s (--ready-timeout") {
 		t.Fatalf("the failure line does not name the timeout:\n%s", p.errText())
 	}
 
-	release(t, script, "3", "")
+	writeRelease(t, script, "3", "")
 	p.signal(syscall.SIGHUP)
 	waitLogN(t, p, "reload complete", 1, 30*time.Second)
 	eventually(t, 10*time.Second, "version 3 answering", func() bool { return len(l.since("3")) >= 1 })
@@ -257,5 +257,55 @@ func TestScaleBySignals(t *testing.T) {
 	l.stop(t)
 	if l.refused != 0 || len(l.failed) != 0 {
 		t.Fatalf("scaling under load: %d refused, %d failed", l.refused, len(l.failed))
+	}
+}
+
+// TestRollbackRunsThePinnedBinary replaces the workers' binary in place
+// (a rename, as deploys do) with a broken one: the reload fails, and a
+// worker killed afterwards restarts the binary it ran before, which goinit
+// holds open, not the broken file now at its path. The worker does not
+// inherit that descriptor.
+func TestRollbackRunsThePinnedBinary(t *testing.T) {
+	requireRoot(t)
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "server")
+	b, err := os.ReadFile(bindServer(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(bin, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	port := freePort(t)
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	p := start(t, runOpts{pid1: true, env: []string{"APP_ADDR=" + addr, "APP_VERSION=1"}}, "--workers=2", "--restart-delay=20ms", "--", bin)
+	defer p.cmd.Process.Signal(syscall.SIGKILL)
+	pids := answeringPids(t, "tcp", addr, 2)
+
+	broken := bin + ".new"
+	if err := os.WriteFile(broken, []byte("#!/bin/sh\nexit 3\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(broken, bin); err != nil {
+		t.Fatal(err)
+	}
+	p.signal(syscall.SIGHUP)
+	waitLogN(t, p, "reload failed", 1, 20*time.Second)
+	for pid := range pids {
+		host := hostPid(t, p.cmd.Process.Pid, pid)
+		fds, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", host))
+		for _, fd := range fds {
+			if target, _ := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", host, fd.Name())); strings.HasPrefix(target, bin) {
+				t.Errorf("worker pid %d holds its own binary open at fd %s", pid, fd.Name())
+			}
+		}
+		syscall.Kill(host, syscall.SIGKILL)
+		break
+	}
+	waitLogN(t, p, "killed by signal 9 (KILL)", 1, 10*time.Second)
+	waitLogN(t, p, "started\" prog=goinit worker=", 3, 10*time.Second) // 2, then the restart
+	answeringPids(t, "tcp", addr, 2)
+	if strings.Contains(p.errText(), "crash-looping") {
+		t.Fatalf("the restart ran the broken file:\n%s", p.errText())
 	}
 }

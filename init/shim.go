@@ -25,6 +25,7 @@ type shimOptions struct {
 	listen   bool // set LISTEN_PID to our own pid
 	oomScore int  // write to /proc/self/oom_score_adj; -1001 = leave alone
 	shareFD  int  // install the port-sharing filter and send its fd over this socket
+	exeFD    int  // exec the file held open at this fd (a pinned release), not the path
 }
 
 func (o shimOptions) String() string {
@@ -40,6 +41,9 @@ func (o shimOptions) String() string {
 	}
 	if o.shareFD > 0 {
 		parts = append(parts, "share="+strconv.Itoa(o.shareFD))
+	}
+	if o.exeFD > 0 {
+		parts = append(parts, "exe="+strconv.Itoa(o.exeFD))
 	}
 	return strings.Join(parts, ",")
 }
@@ -61,11 +65,38 @@ func parseShimOptions(s string) (shimOptions, error) {
 			o.oomScore = n
 		case "share":
 			o.shareFD = n
+		case "exe":
+			o.exeFD = n
 		default:
 			return o, fmt.Errorf("bad shim option %q", kv)
 		}
 	}
 	return o, nil
+}
+
+// execCommand runs the command: the file held open at exeFD when there is one
+// (the release goinit pinned), else path. An ELF binary runs from the
+// descriptor, which is closed by the exec; a script needs it open, because
+// the kernel hands the interpreter /proc/self/fd/N as the script's path.
+// Without /proc (or the descriptor) it falls back to path.
+func execCommand(path string, exeFD int, argv, env []string) error {
+	if exeFD > 0 {
+		self := "/proc/self/fd/" + strconv.Itoa(exeFD)
+		script := false
+		if f, err := os.Open(self); err == nil {
+			var magic [2]byte
+			n, _ := f.Read(magic[:])
+			script = n == 2 && string(magic[:]) == "#!"
+			f.Close()
+			if !script {
+				unix.CloseOnExec(exeFD)
+			}
+			if err := unix.Exec(self, argv, env); err == nil || !errors.Is(err, unix.ENOENT) {
+				return err
+			}
+		}
+	}
+	return unix.Exec(path, argv, env)
 }
 
 // runShim is the first moments of a worker: goinit re-executed as the
@@ -116,7 +147,7 @@ func runShim(opts string, args []string, stderr io.Writer) int {
 			return 125
 		}
 	}
-	err = unix.Exec(args[0], args[1:], out)
+	err = execCommand(args[0], o.exeFD, args[1:], out)
 	code := 126
 	if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) {
 		code = 127

@@ -70,8 +70,26 @@ type spawner struct {
 	// nil to inherit goinit's stdout and stderr.
 	logs *worklog.Logs
 	// releases are the commands a reload prepared, by release number;
-	// release 0 is the one goinit started with.
-	releases []string
+	// release 0 is the one goinit started with (made on first use).
+	releases []release
+}
+
+// release is one version of the command: its resolved path, and the file
+// itself held open (O_PATH), so that a slot restarted after a failed
+// reload runs the binary it ran before even when a deploy has put another
+// file at that path.
+type release struct {
+	path string
+	pin  *os.File // nil when the file could not be opened
+}
+
+// pinRelease opens path for exec by descriptor.
+func pinRelease(path string) release {
+	fd, err := unix.Open(path, unix.O_PATH|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return release{path: path}
+	}
+	return release{path: path, pin: os.NewFile(uintptr(fd), path)}
 }
 
 // newRelease looks the command up again for a reload, so that a new binary
@@ -82,11 +100,20 @@ func (s *spawner) newRelease() (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	if len(s.releases) == 0 {
-		s.releases = []string{s.path}
-	}
-	s.releases = append(s.releases, path)
+	s.release(0)
+	s.releases = append(s.releases, pinRelease(path))
 	return len(s.releases) - 1, nil
+}
+
+// release returns release n, pinning release 0 the first time.
+func (s *spawner) release(n int) release {
+	if len(s.releases) == 0 {
+		s.releases = []release{pinRelease(s.path)}
+	}
+	if n < 0 || n >= len(s.releases) {
+		n = 0
+	}
+	return s.releases[n]
 }
 
 // start starts worker id running release and returns its pid, already
@@ -123,8 +150,12 @@ func (s *spawner) start(id, release int) (int, error) {
 		env = append(env, ioEnv...)
 	}
 	path := s.path
-	if release > 0 && release < len(s.releases) {
-		path = s.releases[release]
+	var pin *os.File
+	if s.role != "" {
+		// Workers and the agent run a pinned release (a single command
+		// never reloads, and runs exactly as under tini).
+		rel := s.release(release)
+		path, pin = rel.path, rel.pin
 	}
 	attr := &syscall.SysProcAttr{
 		// Each worker leads its own process group, so a signal can reach
@@ -172,8 +203,12 @@ func (s *spawner) start(id, release int) (int, error) {
 	}
 	var cmd *exec.Cmd
 	var syncR, syncW *os.File
-	useShim := opts.listen || placeAfterFork || opts.oomScore >= -1000 || opts.shareFD > 0
+	useShim := opts.listen || placeAfterFork || opts.oomScore >= -1000 || opts.shareFD > 0 || pin != nil
 	if useShim {
+		if pin != nil {
+			opts.exeFD = 3 + len(files)
+			files = append(slices.Clip(files), pin)
+		}
 		if placeAfterFork {
 			var err error
 			if syncR, syncW, err = os.Pipe(); err != nil {
