@@ -78,7 +78,7 @@ func parseShimOptions(s string) (shimOptions, error) {
 // (the release goinit pinned), else path. An ELF binary runs from the
 // descriptor, which is closed by the exec; a script needs it open, because
 // the kernel hands the interpreter /proc/self/fd/N as the script's path.
-// Without /proc (or the descriptor) it falls back to path.
+// Without /proc, or if that exec fails, it falls back to path.
 func execCommand(path string, exeFD int, argv, env []string) error {
 	if exeFD > 0 {
 		self := "/proc/self/fd/" + strconv.Itoa(exeFD)
@@ -91,9 +91,9 @@ func execCommand(path string, exeFD int, argv, env []string) error {
 			if !script {
 				unix.CloseOnExec(exeFD)
 			}
-			if err := unix.Exec(self, argv, env); err == nil || !errors.Is(err, unix.ENOENT) {
-				return err
-			}
+			// Exec only returns on failure: then the path still works
+			// unless the file there is gone too.
+			_ = unix.Exec(self, argv, env)
 		}
 	}
 	return unix.Exec(path, argv, env)
