@@ -6,7 +6,7 @@ VERSION := $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION) -X=runtime.godebugDefault=asyncpreemptoff=1 -X=main.godebugDefault=asyncpreemptoff=1
 STATICCHECK := $(shell $(GO) env GOPATH)/bin/staticcheck
 
-.PHONY: build test lint deps demo bench bench-quick clean
+.PHONY: build test lint deps demo demo-agent bench bench-quick clean
 
 ## build: the static goinit binary in bin/goinit
 build:
@@ -38,6 +38,10 @@ test: deps lint
 demo: build
 	CGO_ENABLED=0 $(GO) build -trimpath -o bin/goserver ./examples/goserver
 	bash examples/demo.sh bin/goinit bin/goserver
+
+## demo-agent: goinit as PID 1 with the Node agent beside 2 workers; the agent broadcasts a config version they serve
+demo-agent: build
+	bash examples/agent/demo.sh bin/goinit
 
 ## bench: goinit side by side with tini, dumb-init, Node cluster and pm2 (BENCH_QUICK=1 for a 1.5-minute run)
 bench:
