@@ -100,6 +100,9 @@ type Config struct {
 	// OnEvent is told of every start, readiness, exit and reload result,
 	// from within the pool's methods; nil ignores them.
 	OnEvent func(Event)
+	// Role names the pool's processes in log attributes: "" logs
+	// worker=ID; another role (the agent) logs role=ROLE instead.
+	Role string
 }
 
 // Failure is why a pool gave up.
@@ -179,7 +182,7 @@ func (p *Pool) startSlot(s *Slot, now time.Time) error {
 	}
 	s.cur = pr
 	s.started(pr.pid, now)
-	p.cfg.Log.Log(context.Background(), p.infoLevel(), p.cfg.Name(s.ID)+" started", "worker", s.ID, "pid", pr.pid, "restarts", s.Restarts)
+	p.cfg.Log.Log(context.Background(), p.infoLevel(), p.cfg.Name(s.ID)+" started", p.attr(s.ID), "pid", pr.pid, "restarts", s.Restarts)
 	if pr.ready {
 		p.becameReady(s, pr, now, "")
 	}
@@ -246,7 +249,7 @@ func (p *Pool) becameReady(s *Slot, pr *proc, now time.Time, how string) {
 	}
 	if how != "" {
 		p.cfg.Log.Log(context.Background(), p.infoLevel(), fmt.Sprintf("%s (pid %d) is ready (%s) after %s",
-			p.cfg.Name(s.ID), pr.pid, how, pr.uptime(now).Round(time.Millisecond)), "worker", s.ID, "pid", pr.pid)
+			p.cfg.Name(s.ID), pr.pid, how, pr.uptime(now).Round(time.Millisecond)), p.attr(s.ID), "pid", pr.pid)
 	}
 	switch pr.role {
 	case current:
@@ -271,7 +274,7 @@ func (p *Pool) HandleExit(pid int, st reaper.Status, now time.Time) bool {
 	case draining:
 		p.cfg.Log.Log(context.Background(), p.infoLevel(), fmt.Sprintf("%s (pid %d, %s) %s after %s",
 			p.cfg.Name(pr.id), pid, pr.replaced, p.explain(pr.id, st), pr.uptime(now).Round(time.Millisecond)),
-			"worker", pr.id, "pid", pid, "status", st.Code())
+			p.attr(pr.id), "pid", pid, "status", st.Code())
 		ev := Event{Kind: WorkerExited, ID: pr.id, Pid: pid, Status: st}
 		if pr.cause != "" && pr.cause != "reload" && pr.cause != "scaled down" {
 			ev.Restart = "recycle"
@@ -279,7 +282,7 @@ func (p *Pool) HandleExit(pid int, st reaper.Status, now time.Time) bool {
 		p.emit(ev)
 		return true
 	case discarded:
-		p.cfg.Log.Debug(fmt.Sprintf("%s: the failed replacement (pid %d) %s", p.cfg.Name(pr.id), pid, st), "worker", pr.id, "pid", pid)
+		p.cfg.Log.Debug(fmt.Sprintf("%s: the failed replacement (pid %d) %s", p.cfg.Name(pr.id), pid, st), p.attr(pr.id), "pid", pid)
 		p.emit(Event{Kind: WorkerExited, ID: pr.id, Pid: pid, Status: st})
 		return true
 	case successor:
@@ -294,7 +297,7 @@ func (p *Pool) HandleExit(pid int, st reaper.Status, now time.Time) bool {
 		// when ready, or the slot restarts if it fails.
 		s.Pid, s.Last, s.State = 0, st, Starting
 		p.cfg.Log.Warn(fmt.Sprintf("%s (pid %d) %s after %s while its replacement (pid %d) starts", p.cfg.Name(s.ID), pid,
-			p.explain(s.ID, st), pr.uptime(now).Round(time.Millisecond), s.next.pid), "worker", s.ID, "pid", pid, "status", st.Code())
+			p.explain(s.ID, st), pr.uptime(now).Round(time.Millisecond), s.next.pid), p.attr(s.ID), "pid", pid, "status", st.Code())
 		p.emit(Event{Kind: WorkerExited, ID: s.ID, Pid: pid, Status: st})
 		return true
 	}
@@ -356,7 +359,7 @@ func (p *Pool) logExit(s *Slot, pid int, st reaper.Status, d Decision, forced st
 		who = name
 	}
 	head := fmt.Sprintf("%s %s after %s", who, how, d.Uptime.Round(time.Millisecond))
-	attrs := []any{"worker", s.ID, "pid", pid, "status", st.Code(), "uptime", d.Uptime.Round(time.Millisecond)}
+	attrs := []any{p.attr(s.ID), "pid", pid, "status", st.Code(), "uptime", d.Uptime.Round(time.Millisecond)}
 	pol := p.cfg.Policy
 	switch d.Outcome {
 	case Restarting:
@@ -393,6 +396,14 @@ func (p *Pool) fail(s *Slot, st reaper.Status, msg string, attrs []any) {
 	if p.failure == nil {
 		p.failure = &Failure{Slot: s.ID, Status: st, Reason: msg}
 	}
+}
+
+// attr is the log attribute naming slot id.
+func (p *Pool) attr(id int) slog.Attr {
+	if p.cfg.Role != "" {
+		return slog.String("role", p.cfg.Role)
+	}
+	return slog.Int("worker", id)
 }
 
 func (p *Pool) emit(e Event) {

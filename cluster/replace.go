@@ -150,7 +150,7 @@ func (p *Pool) startSuccessor(s *Slot, release int, why string, now time.Time) e
 	pr.replaced = why
 	s.next, s.Successor = pr, pr.pid
 	p.cfg.Log.Info(fmt.Sprintf("%s: started its replacement (pid %d, %s); the current process keeps serving until it is ready",
-		p.cfg.Name(s.ID), pr.pid, why), "worker", s.ID, "pid", pr.pid)
+		p.cfg.Name(s.ID), pr.pid, why), p.attr(s.ID), "pid", pr.pid)
 	if pr.ready {
 		p.becameReady(s, pr, now, "")
 	}
@@ -168,7 +168,7 @@ func (p *Pool) promote(s *Slot, pr *proc, now time.Time) {
 		old.cause = pr.replaced
 		p.drain(old, "replaced by pid "+fmt.Sprint(pr.pid), now)
 		p.cfg.Log.Info(fmt.Sprintf("%s: replacement (pid %d) is ready; sent %s to the old process (pid %d), SIGKILL in %s",
-			p.cfg.Name(s.ID), pr.pid, sigName(p.cfg.StopSignal), old.pid, p.cfg.StopTimeout), "worker", s.ID, "pid", pr.pid)
+			p.cfg.Name(s.ID), pr.pid, sigName(p.cfg.StopSignal), old.pid, p.cfg.StopTimeout), p.attr(s.ID), "pid", pr.pid)
 	}
 	if rl := p.reload; rl != nil && pr.replaced == "reload" {
 		rl.active--
@@ -196,7 +196,7 @@ func (p *Pool) replacementFailed(s *Slot, pr *proc, why string, now time.Time) {
 		p.abortReload(s, fmt.Sprintf("its replacement (pid %d, release %d) %s", pr.pid, pr.release, why), pr.pid)
 	} else {
 		p.cfg.Log.Warn(fmt.Sprintf("%s: its replacement (pid %d, %s) %s; the current process keeps running", p.cfg.Name(s.ID), pr.pid, pr.replaced, why),
-			"worker", s.ID)
+			p.attr(s.ID))
 		if pr.replaced != "reload" && p.cfg.MaxLifetime > 0 && s.cur != nil {
 			s.cur.retireAt = now.Add(p.cfg.MaxLifetime)
 		}
@@ -233,7 +233,7 @@ func (p *Pool) abortReload(s *Slot, why string, pid int) {
 		msg += fmt.Sprintf("; worker(s) %s already run release %d", joinInts(rl.replaced), rl.release)
 	}
 	msg += "; fix the command and reload again (SIGHUP)"
-	p.cfg.Log.Error(msg, "worker", s.ID, "pid", pid)
+	p.cfg.Log.Error(msg, p.attr(s.ID), "pid", pid)
 	p.emit(Event{Kind: ReloadFailed, ID: s.ID, Pid: pid, Reason: msg})
 	if p.queued {
 		// The queued reload is for the same code: it would fail the same.
@@ -254,7 +254,7 @@ func (p *Pool) Recycle(id int, reason string, now time.Time) {
 			return
 		}
 	}
-	p.cfg.Log.Info(fmt.Sprintf("%s (pid %d): recycling (%s)", p.cfg.Name(id), s.Pid, reason), "worker", id)
+	p.cfg.Log.Info(fmt.Sprintf("%s (pid %d): recycling (%s)", p.cfg.Name(id), s.Pid, reason), p.attr(id))
 	p.recycle = append(p.recycle, recycleReq{id: id, reason: reason})
 	p.advance(now)
 }
@@ -275,7 +275,7 @@ func (p *Pool) Scale(n int, now time.Time) error {
 			s := &Slot{ID: id}
 			p.slots = append(p.slots, s)
 			if err := p.startSlot(s, now); err != nil {
-				p.cfg.Log.Error(fmt.Sprintf("%s could not be started: %v", p.cfg.Name(id), err), "worker", id)
+				p.cfg.Log.Error(fmt.Sprintf("%s could not be started: %v", p.cfg.Name(id), err), p.attr(id))
 				s.State, s.Last = Done, exitStatusOf(err)
 			}
 		}

@@ -23,7 +23,7 @@ func (p *Pool) Due(now time.Time) {
 				continue
 			}
 			if err := p.startSlot(s, now); err != nil {
-				p.cfg.Log.Error(fmt.Sprintf("%s could not be restarted: %v", p.cfg.Name(s.ID), err), "worker", s.ID)
+				p.cfg.Log.Error(fmt.Sprintf("%s could not be restarted: %v", p.cfg.Name(s.ID), err), p.attr(s.ID))
 				s.Started = now
 				st := exitStatusOf(err)
 				s.State = Running
@@ -59,13 +59,13 @@ func (p *Pool) procDue(pr *proc, now time.Time) {
 		pr.killAt = now.Add(p.cfg.WatchdogGrace)
 		p.kill(pr.pid, unix.SIGABRT, p.cfg.Group)
 		p.cfg.Log.Error(fmt.Sprintf("%s (pid %d) is hung: no heartbeat for %s (--watchdog); sent SIGABRT so it can dump its stack, SIGKILL in %s",
-			p.cfg.Name(pr.id), pr.pid, p.cfg.Watchdog, p.cfg.WatchdogGrace), "worker", pr.id, "pid", pr.pid)
+			p.cfg.Name(pr.id), pr.pid, p.cfg.Watchdog, p.cfg.WatchdogGrace), p.attr(pr.id), "pid", pr.pid)
 	case !pr.killAt.IsZero() && !now.Before(pr.killAt):
 		pr.killAt = time.Time{}
 		p.kill(pr.pid, unix.SIGKILL, p.cfg.Group)
 		if pr.role == draining {
 			p.cfg.Log.Warn(fmt.Sprintf("%s: the old process (pid %d, %s) still runs %s after %s; sent SIGKILL",
-				p.cfg.Name(pr.id), pr.pid, pr.replaced, p.cfg.StopTimeout, signals.Name(p.cfg.StopSignal)), "worker", pr.id, "pid", pr.pid)
+				p.cfg.Name(pr.id), pr.pid, pr.replaced, p.cfg.StopTimeout, signals.Name(p.cfg.StopSignal)), p.attr(pr.id), "pid", pr.pid)
 		}
 	case pr.role == current && !pr.retireAt.IsZero() && !now.Before(pr.retireAt):
 		pr.retireAt = time.Time{}
@@ -85,7 +85,7 @@ func (p *Pool) notReady(s *Slot, pr *proc, now time.Time) {
 		return
 	}
 	pr.forced = "not-ready"
-	p.cfg.Log.Error(fmt.Sprintf("%s (pid %d) %s; killed it", p.cfg.Name(pr.id), pr.pid, why), "worker", pr.id, "pid", pr.pid)
+	p.cfg.Log.Error(fmt.Sprintf("%s (pid %d) %s; killed it", p.cfg.Name(pr.id), pr.pid, why), p.attr(pr.id), "pid", pr.pid)
 }
 
 // NextDeadline is the earliest time Due has something to do, if any.

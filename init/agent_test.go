@@ -17,7 +17,7 @@ const agentWorkerApp = `const role = process.env.GOINIT_ROLE, id = process.env.G
 const me = role === 'agent' ? 'agent' : 'worker ' + id;
 console.log(me + ' up, role ' + role);
 process.on('message', m => console.log(me + ' got ' + JSON.stringify(m)));
-process.on('SIGTERM', () => { console.log(me + ' got TERM'); setTimeout(() => process.exit(0), role === 'agent' ? 0 : 200); });
+process.on('SIGTERM', () => { console.log(me + ' got TERM'); setTimeout(() => { console.log(me + ' exiting'); process.exit(0); }, role === 'agent' ? 0 : 300); });
 if (role === 'agent') {
   setTimeout(() => { console.log('agent says ready'); process.send('ready'); }, 300);
   let seq = 0;
@@ -54,7 +54,7 @@ func TestAgent(t *testing.T) {
 	p.waitLine(`agent got {"from":"goinit","data":{"event":"worker-ready","id":1`, 10*time.Second)
 
 	// Kill the agent: it is restarted, the workers are not, and they hear it.
-	agent := pidOf(t, p.errText(), `agent started" prog=goinit worker=0 pid=(\d+)`)
+	agent := pidOf(t, p.errText(), `agent started" prog=goinit role=agent pid=(\d+)`)
 	syscall.Kill(hostPid(t, p.cmd.Process.Pid, agent), syscall.SIGKILL)
 	waitLogN(t, p, "agent started", 2, 10*time.Second)
 	p.waitLine(`worker 0 got {"from":"goinit","data":{"event":"agent-exit"`, 10*time.Second)
@@ -63,15 +63,19 @@ func TestAgent(t *testing.T) {
 		t.Fatalf("a worker restarted with the agent:\n%s", p.errText())
 	}
 
+	// Two TERMs, as `timeout` or a runtime may send: the agent still
+	// stops only once the workers are gone.
+	p.signal(syscall.SIGTERM)
+	p.waitLine("worker 0 got TERM", 10*time.Second)
 	p.signal(syscall.SIGTERM)
 	if code := p.wait(20 * time.Second); code != 0 {
 		t.Fatalf("exit %d", code)
 	}
 	out = p.stdout()
-	last := strings.LastIndex(out, "agent got TERM")
-	for _, w := range []string{"worker 0 got TERM", "worker 1 got TERM"} {
-		if i := strings.Index(out, w); i < 0 || i > last {
-			t.Fatalf("%q not before the agent's stop:\n%s", w, out)
+	agentTerm := strings.Index(out, "agent got TERM")
+	for _, w := range []string{"worker 0 exiting", "worker 1 exiting"} {
+		if i := strings.Index(out, w); i < 0 || agentTerm < i {
+			t.Fatalf("the agent got TERM before %q:\n%s", w, out)
 		}
 	}
 }

@@ -278,8 +278,18 @@ func (s *supervisor) onStopSignal(sig unix.Signal) {
 		s.log.Info(fmt.Sprintf("received SIG%s again; skipping the rest of the pre-stop delay", signals.Name(sig)))
 		s.beginStop(s.held)
 	default:
-		// Already stopping: a second Ctrl-C or TERM is passed on too.
-		s.forward(sig)
+		// Already stopping: a second Ctrl-C or TERM is passed on too,
+		// but to the agent only once its turn to stop has come, so that
+		// the workers can still talk to it while they drain.
+		to := s.cfg.rewrite.Apply(sig)
+		if to == signals.None {
+			return
+		}
+		s.log.Info(fmt.Sprintf("received SIG%s again while stopping; passed it on", signals.Name(sig)))
+		s.pool.Signal(to, s.cfg.groupScope)
+		if s.agent != nil && s.agentStopAt.IsZero() {
+			s.agent.Signal(to, s.cfg.groupScope)
+		}
 	}
 }
 

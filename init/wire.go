@@ -57,7 +57,7 @@ func newSupervisor(cfg *config, log *slog.Logger, r *reaper.Reaper, sigc chan os
 		ag.notify = cfg.agentReady.Mode == cluster.ReadyNotify
 		ag.cgroup = env.agentCgroup
 		sup.agent = cluster.New(cluster.Config{
-			Workers: 1, Policy: cfg.policy, Start: ag.start, Log: log, Name: func(int) string { return "agent" },
+			Workers: 1, Policy: cfg.policy, Start: ag.start, Log: log, Name: func(int) string { return "agent" }, Role: "agent",
 			Explain: env.agentExplain,
 			Ready:   cfg.agentReady, StopSignal: cfg.stopSignal, Group: cfg.groupScope, StopTimeout: cfg.stopTimeout,
 			Release: ag.newRelease, Watchdog: cfg.watchdog,
