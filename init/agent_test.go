@@ -71,6 +71,9 @@ func TestAgent(t *testing.T) {
 	if code := p.wait(20 * time.Second); code != 0 {
 		t.Fatalf("exit %d", code)
 	}
+	if n := strings.Count(p.errText(), "agent started"); n != 2 {
+		t.Fatalf("the agent started %d times, want 2 (first, after the SIGKILL): a stop signal reached it before its turn:\n%s", n, p.errText())
+	}
 	out = p.stdout()
 	agentTerm := strings.Index(out, "agent got TERM")
 	for _, w := range []string{"worker 0 exiting", "worker 1 exiting"} {
