@@ -309,3 +309,21 @@ func TestRollbackRunsThePinnedBinary(t *testing.T) {
 		t.Fatalf("the restart ran the broken file:\n%s", p.errText())
 	}
 }
+
+// TestScriptWorkerKeepsItsName checks that a script run as a worker sees
+// its own name as $0, as wrappers that dispatch on it (pyenv's shims)
+// need: goinit runs scripts by path, binaries by their pinned descriptor.
+func TestScriptWorkerKeepsItsName(t *testing.T) {
+	requireRoot(t)
+	tool := filepath.Join(t.TempDir(), "mytool")
+	if err := os.WriteFile(tool, []byte("#!/bin/sh\necho \"name=${0##*/}\"\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	p := start(t, runOpts{pid1: true}, "--workers=1", "--restart=never", "--", tool)
+	if c := p.wait(10 * time.Second); c != 0 {
+		t.Fatalf("exit %d", c)
+	}
+	if !p.hasLine("name=mytool") {
+		t.Fatalf("the script saw another $0:\n%s", p.stdout())
+	}
+}

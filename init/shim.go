@@ -74,26 +74,23 @@ func parseShimOptions(s string) (shimOptions, error) {
 	return o, nil
 }
 
-// execCommand runs the command: the file held open at exeFD when there is one
-// (the release goinit pinned), else path. An ELF binary runs from the
-// descriptor, which is closed by the exec; a script needs it open, because
-// the kernel hands the interpreter /proc/self/fd/N as the script's path.
-// Without /proc, or if that exec fails, it falls back to path.
+// execCommand runs the command: a binary from the file held open at exeFD
+// when there is one (the release goinit pinned), else path. A script runs
+// by its path: run through /proc/self/fd/N it would see that name as its
+// $0, which breaks wrappers that dispatch on their own name (pyenv's and
+// nvm's shims). Without /proc, or if the exec by descriptor fails, path.
 func execCommand(path string, exeFD int, argv, env []string) error {
 	if exeFD > 0 {
+		unix.CloseOnExec(exeFD)
 		self := "/proc/self/fd/" + strconv.Itoa(exeFD)
-		script := false
 		if f, err := os.Open(self); err == nil {
 			var magic [2]byte
 			n, _ := f.Read(magic[:])
-			script = n == 2 && string(magic[:]) == "#!"
 			f.Close()
-			if !script {
-				unix.CloseOnExec(exeFD)
+			if n < 2 || string(magic[:]) != "#!" {
+				// Exec only returns on failure: then try the path.
+				_ = unix.Exec(self, argv, env)
 			}
-			// Exec only returns on failure: then the path still works
-			// unless the file there is gone too.
-			_ = unix.Exec(self, argv, env)
 		}
 	}
 	return unix.Exec(path, argv, env)
