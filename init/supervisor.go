@@ -421,8 +421,12 @@ func (s *supervisor) beginDrain() {
 		if err != nil {
 			s.log.Error("cannot signal leftover processes", "err", err)
 		}
+		var attrs []any
+		if n >= 0 {
+			attrs = []any{"count", n} // as PID 1 kill(-1) reaches all without counting
+		}
 		s.log.Info(fmt.Sprintf("sent SIG%s to the processes left behind (--orphans=terminate); SIGKILL at the stop deadline",
-			signals.Name(s.cfg.stopSignal)), "count", n)
+			signals.Name(s.cfg.stopSignal)), attrs...)
 	} else {
 		s.log.Info("waiting for the processes left behind (--orphans=wait)")
 	}
