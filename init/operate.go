@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"slices"
 	"strings"
 	"time"
 
@@ -37,7 +38,10 @@ type operator struct {
 	restarts map[procKey]*state.Restarts
 	waiters  []control.Request // reload --wait, answered when it ends
 	sockets  []state.Socket
-	logs     *worklog.Logs // nil with --worker-logs=inherit
+	// held lists the sockets goinit holds for the workers' own binds;
+	// nil without --share-ports.
+	held func() []state.Socket
+	logs *worklog.Logs // nil with --worker-logs=inherit
 
 	// usage reads a worker slot's cgroup; nil without limits. oomKills
 	// are the OOM kills reported per slot.
@@ -235,6 +239,9 @@ func (s *supervisor) publish(now time.Time) {
 		OrphansReaped: s.reaper.OrphansReaped(),
 		Reloads:       o.reloads,
 		Sockets:       o.sockets,
+	}
+	if o.held != nil {
+		snap.Sockets = append(slices.Clip(o.sockets), o.held()...)
 	}
 	var ooms map[int]uint64
 	if o.oomKills != nil {

@@ -67,6 +67,9 @@ func TestControlCLI(t *testing.T) {
 		t.Fatalf("status --json: %+v", s)
 	}
 	first := s.Processes[0].PID
+	if len(s.Sockets) != 1 || !strings.HasPrefix(s.Sockets[0].Address, fmt.Sprintf("127.0.0.1:%d", port)) || s.Sockets[0].Inode == 0 {
+		t.Fatalf("status --json sockets %+v, want the held 127.0.0.1:%d", s.Sockets, port)
+	}
 
 	writeRelease(t, script, "2", "")
 	if code, out := cli(t, sock, "reload", "--wait"); code != 0 || !strings.Contains(out, "reload complete") {

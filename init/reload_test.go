@@ -327,3 +327,23 @@ func TestScriptWorkerKeepsItsName(t *testing.T) {
 		t.Fatalf("the script saw another $0:\n%s", p.stdout())
 	}
 }
+
+// TestWorkerProcessName checks that a worker's process name (comm, what
+// ps, top and pgrep show) is its command's, before and after a reload.
+func TestWorkerProcessName(t *testing.T) {
+	requireRoot(t)
+	p := start(t, runOpts{pid1: true}, "--workers=1", "--", "sleep", "1000")
+	defer p.cmd.Process.Signal(syscall.SIGKILL)
+	comm := func() string {
+		for pid := range descendants(p.cmd.Process.Pid) {
+			if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid)); err == nil {
+				return strings.TrimSpace(string(b))
+			}
+		}
+		return ""
+	}
+	eventually(t, 10*time.Second, "the worker named sleep", func() bool { return comm() == "sleep" })
+	p.signal(syscall.SIGHUP)
+	waitLogN(t, p, "reload complete", 1, 10*time.Second)
+	eventually(t, 10*time.Second, "the new worker named sleep", func() bool { return comm() == "sleep" })
+}

@@ -303,3 +303,23 @@ func TestSharePortsForeignProc(t *testing.T) {
 		t.Errorf("auto: exit %d, stderr %q; want 0 and one warning", code, stderr)
 	}
 }
+
+// TestWorkersDieWithGoinit checks that workers whose ports goinit shares
+// never outlive a goinit that is not PID 1 and is SIGKILLed: their next
+// bind() would fail with ENOSYS. They get SIGKILL when it dies.
+func TestWorkersDieWithGoinit(t *testing.T) {
+	requireRoot(t)
+	port := freePort(t)
+	p := start(t, runOpts{env: []string{fmt.Sprintf("APP_ADDR=127.0.0.1:%d", port)}}, "--workers=2", "--control=off", "--", bindServer(t))
+	pids := answeringPids(t, "tcp", fmt.Sprintf("127.0.0.1:%d", port), 2)
+	p.cmd.Process.Signal(syscall.SIGKILL)
+	p.wait(10 * time.Second)
+	eventually(t, 10*time.Second, "the workers to die with goinit", func() bool {
+		for pid := range pids {
+			if st := procState(pid); st != "" && st != "Z" {
+				return false
+			}
+		}
+		return true
+	})
+}

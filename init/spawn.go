@@ -92,6 +92,15 @@ func pinRelease(path string) release {
 	return release{path: path, pin: os.NewFile(uintptr(fd), path)}
 }
 
+// samePinned reports whether the file at path is still the one pin holds.
+func samePinned(path string, pin *os.File) bool {
+	var a, b unix.Stat_t
+	if unix.Stat(path, &a) != nil || unix.Fstat(int(pin.Fd()), &b) != nil {
+		return false
+	}
+	return a.Dev == b.Dev && a.Ino == b.Ino
+}
+
 // newRelease looks the command up again for a reload, so that a new binary
 // on disk is picked up, and returns its release number. The earlier
 // releases stay, so a slot whose replacement failed restarts its own.
@@ -156,6 +165,12 @@ func (s *spawner) start(id, release int) (int, error) {
 		// never reloads, and runs exactly as under tini).
 		rel := s.release(release)
 		path, pin = rel.path, rel.pin
+		if pin != nil && samePinned(path, pin) {
+			// Exec by path while the file there is still the release's:
+			// run by descriptor, the process's name (comm, which ps,
+			// top and pgrep show) would be the descriptor's number.
+			pin = nil
+		}
 	}
 	attr := &syscall.SysProcAttr{
 		// Each worker leads its own process group, so a signal can reach

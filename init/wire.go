@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"slices"
 
 	"github.com/goinit/goinit/cluster"
 	"github.com/goinit/goinit/control"
@@ -106,6 +107,18 @@ func operate(ctx context.Context, cfg *config, log *slog.Logger, sup *supervisor
 			if ino, err := state.SocketInode(f[i]); err == nil {
 				op.sockets = append(op.sockets, state.Socket{Address: a, Worker: -1, Inode: ino})
 			}
+		}
+	}
+	if sh := env.sharer; sh != nil {
+		op.held = func() []state.Socket {
+			var out []state.Socket
+			for _, h := range sh.Held() {
+				// A --listen socket is held too: listed once.
+				if !slices.ContainsFunc(op.sockets, func(s state.Socket) bool { return s.Inode == h.Inode }) {
+					out = append(out, state.Socket{Address: h.Addr, Worker: -1, Inode: h.Inode})
+				}
+			}
+			return out
 		}
 	}
 	sup.op = op

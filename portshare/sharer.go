@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -283,4 +285,25 @@ func (e Event) String() string {
 		return fmt.Sprintf("worker %d (pid %d) and its descendants are gone", e.Worker, e.Pid)
 	}
 	return e.Kind.String()
+}
+
+// HeldSocket is one listening socket goinit holds for the workers.
+type HeldSocket struct {
+	// Addr is its address, "[::]:3000" or "0.0.0.0:3000 (v6only)".
+	Addr string
+	// Inode is the socket's inode, which /proc/net/tcp* rows name.
+	Inode uint64
+}
+
+// Held lists the sockets held now, sorted by address, for status and
+// metrics (the accept queue of each).
+func (s *Sharer) Held() []HeldSocket {
+	s.table.mu.Lock()
+	defer s.table.mu.Unlock()
+	out := make([]HeldSocket, 0, len(s.table.byKey))
+	for k, h := range s.table.byKey {
+		out = append(out, HeldSocket{Addr: k.String(), Inode: h.ino})
+	}
+	slices.SortFunc(out, func(a, b HeldSocket) int { return strings.Compare(a.Addr, b.Addr) })
+	return out
 }
