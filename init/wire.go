@@ -81,9 +81,16 @@ func newSupervisor(cfg *config, log *slog.Logger, r *reaper.Reaper, sigc chan os
 // is a start-up error (exit 2); the default control path that cannot be
 // made is only a debug line, so a read-only root keeps working.
 func operate(ctx context.Context, cfg *config, log *slog.Logger, sup *supervisor, env *workerEnv, logs *worklog.Logs) error {
-	cl, err := control.Listen(cfg.control, log)
-	if err != nil {
-		return usagef("--control=%s: %v", cfg.control, err)
+	// The default socket is made in the background, off the path to the
+	// child's exec: it is there a moment later, or off with a debug line.
+	// An explicit --control=PATH is checked now, since it can be wrong.
+	var cl *net.UnixListener
+	var err error
+	background := cfg.control == ""
+	if !background {
+		if cl, err = control.Listen(cfg.control, log); err != nil {
+			return usagef("--control=%s: %v", cfg.control, err)
+		}
 	}
 	var hl net.Listener
 	if cfg.healthAddr != "" {
@@ -94,7 +101,7 @@ func operate(ctx context.Context, cfg *config, log *slog.Logger, sup *supervisor
 			return usagef("--health-addr=%s: %v", cfg.healthAddr, err)
 		}
 	}
-	if cl == nil && hl == nil {
+	if cl == nil && hl == nil && !background {
 		return nil
 	}
 	op := newOperator()
@@ -122,10 +129,18 @@ func operate(ctx context.Context, cfg *config, log *slog.Logger, sup *supervisor
 		}
 	}
 	sup.op = op
-	if cl != nil {
-		srv := control.NewServer(control.Options{Requests: op.reqs, Snapshot: op.pub.Load, Logger: log})
-		go srv.Serve(ctx, cl)
+	srv := control.NewServer(control.Options{Requests: op.reqs, Snapshot: op.pub.Load, Logger: log})
+	switch {
+	case background:
+		go func() {
+			if cl, _ := control.Listen("", log); cl != nil {
+				log.Debug("control socket listening", "path", cl.Addr().String())
+				srv.Serve(ctx, cl)
+			}
+		}()
+	case cl != nil:
 		log.Debug("control socket listening", "path", cl.Addr().String())
+		go srv.Serve(ctx, cl)
 	}
 	if hl != nil {
 		srv := health.New(health.Options{Snapshot: op.pub.Load, MaxSnapshotAge: 3 * publishInterval, Logger: log})
