@@ -91,6 +91,7 @@ func (s *supervisor) run(ctx context.Context) int {
 	}
 	s.publish(time.Now())
 	for s.advance(); s.phase != finished; s.advance() {
+		quiet := false
 		var timer <-chan time.Time
 		var t *time.Timer
 		if next, ok := s.nextDeadline(); ok {
@@ -104,6 +105,10 @@ func (s *supervisor) run(ctx context.Context) int {
 			s.onSignal(sig.(unix.Signal))
 		case e := <-s.reaper.Exits():
 			s.onExit(e)
+			// A reaped orphan changes only a counter: an orphan storm
+			// must not cost a snapshot per zombie (the periodic publish
+			// carries the count).
+			quiet = !e.Supervised
 		case e := <-s.shareEvents:
 			s.onShareEvent(e)
 		case e := <-s.io.chanEvents():
@@ -123,7 +128,9 @@ func (s *supervisor) run(ctx context.Context) int {
 			startErr = err
 			s.stopAll(s.cfg.stopSignal, time.Now())
 		}
-		s.publish(time.Now())
+		if !quiet {
+			s.publish(time.Now())
+		}
 	}
 	if startErr != nil {
 		return exitCode(startErr)
