@@ -262,55 +262,11 @@ func TestNoRefusedConnectionsUnderLoad(t *testing.T) {
 	dir := t.TempDir()
 	p := start(t, runOpts{pid1: true, env: []string{"REPORT_DIR=" + dir}}, "--workers=2", "--listen="+addr, "--restart-delay=50ms", "--", workerBin(t))
 	eventually(t, 20*time.Second, "2 workers", func() bool { return len(reports(t, dir)) == 2 })
-	var (
-		mu                  sync.Mutex
-		dialErrs, requests  int
-		otherErrs           []string
-		wg                  sync.WaitGroup
-		stop                = time.Now().Add(20 * time.Second)
-		perClient           = 400
-		killAfter, killDone = make(chan struct{}), make(chan struct{})
-	)
-	for c := range 4 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := 0; i < perClient && time.Now().Before(stop); i++ {
-				if c == 0 && i == perClient/4 {
-					close(killAfter)
-					<-killDone
-				}
-				conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
-				if err != nil {
-					mu.Lock()
-					dialErrs++
-					mu.Unlock()
-					continue
-				}
-				conn.SetDeadline(time.Now().Add(10 * time.Second))
-				fmt.Fprintf(conn, "GET / HTTP/1.0\r\n\r\n")
-				_, err = io.ReadAll(conn)
-				conn.Close()
-				mu.Lock()
-				requests++
-				if err != nil {
-					otherErrs = append(otherErrs, err.Error())
-				}
-				mu.Unlock()
-			}
-		}()
-	}
-	<-killAfter
-	victim := reports(t, dir)[0]["pid"]
-	pid, _ := strconv.Atoi(victim)
-	if err := syscall.Kill(hostPid(t, p.cmd.Process.Pid, pid), syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	close(killDone)
-	wg.Wait()
-	t.Logf("%d requests, %d refused or failed to connect, %d lost inside the killed worker (%v)", requests, dialErrs, len(otherErrs), otherErrs)
-	if dialErrs != 0 {
-		t.Fatalf("%d connections refused while a worker restarted", dialErrs)
+	pid, _ := strconv.Atoi(reports(t, dir)[0]["pid"])
+	refused, answered, lost := loadWhileKilling(t, p, addr, map[int]bool{pid: true})
+	t.Logf("%d answered, %d refused or failed to connect, %d lost inside the killed worker", answered, refused, lost)
+	if refused != 0 {
+		t.Fatalf("%d connections refused while a worker restarted", refused)
 	}
 	eventually(t, 10*time.Second, "the replacement to report", func() bool { return len(reports(t, dir)) == 3 })
 }
