@@ -508,7 +508,7 @@ func (p *Pool) Active() int {
 	return n
 }
 
-// Ready counts slots whose process is ready.
+// ReadyCount counts slots whose process is ready.
 func (p *Pool) ReadyCount() int {
 	n := 0
 	for _, s := range p.slots {

@@ -139,7 +139,9 @@ setInterval(() => {}, 1000);
 		w := pidOf(t, p.errText(), `worker 1 started" prog=goinit worker=1 pid=(\d+)`)
 		var host int
 		eventually(t, 10*time.Second, "worker 1's process", func() bool { host = hostPidOrZero(p.cmd.Process.Pid, w); return host > 0 })
-		time.Sleep(100 * time.Millisecond) // let messages flow between kills
+		// Let messages reach this process before it is killed.
+		mine := fmt.Sprintf("W1 pid %d seq", w)
+		eventually(t, 10*time.Second, "messages to worker 1", func() bool { return strings.Count(p.stdout(), mine) >= 3 })
 		syscall.Kill(host, syscall.SIGKILL)
 		waitLogN(t, p, "worker 1 started", i+2, 20*time.Second)
 	}

@@ -154,7 +154,11 @@ func TestReloadUnderLoad(t *testing.T) {
 			old := answeringPids(t, "tcp", addr, 2)
 
 			l := startLoad(addr)
-			time.Sleep(200 * time.Millisecond) // load running before the reload
+			eventually(t, 10*time.Second, "the load to be running", func() bool {
+				l.mu.Lock()
+				defer l.mu.Unlock()
+				return l.answered >= 100
+			})
 			writeRelease(t, script, "2", "")
 			p.signal(syscall.SIGHUP)
 			waitLogN(t, p, "reload complete: 2 worker(s) replaced", 1, 30*time.Second)
