@@ -130,6 +130,7 @@ type Pool struct {
 
 	reload  *reload // the reload in progress, nil when none
 	queued  bool    // a reload was asked for during one
+	latest  int     // the release of the last complete reload, for new slots
 	recycle []recycleReq
 }
 
@@ -459,6 +460,9 @@ func (p *Pool) kill(pid int, sig unix.Signal, group bool) {
 func (p *Pool) Stop(sig unix.Signal, group bool) {
 	p.stopping = true
 	p.stopSig = sig
+	if p.reload != nil {
+		p.emit(Event{Kind: ReloadFailed, Reason: "reload stopped: goinit is stopping"})
+	}
 	p.reload, p.queued, p.recycle = nil, false, nil
 	for _, s := range p.slots {
 		switch {
@@ -480,7 +484,7 @@ func (p *Pool) Stop(sig unix.Signal, group bool) {
 			}
 			pr.role, pr.replaced = draining, "replacement stopped before it was ready"
 		}
-		pr.killAt, pr.readyBy, pr.retireAt = time.Time{}, time.Time{}, time.Time{}
+		pr.killAt, pr.readyBy, pr.readyAt, pr.retireAt = time.Time{}, time.Time{}, time.Time{}, time.Time{}
 		if sig != signals.None {
 			p.kill(pid, sig, group)
 		}

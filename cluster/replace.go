@@ -86,7 +86,9 @@ func (p *Pool) advance(now time.Time) {
 		return
 	}
 	if rl := p.reload; rl != nil {
-		for rl.active < p.cfg.Surge && len(rl.pending) > 0 {
+		// A replacement ready at once promotes, and advances, from inside
+		// this loop: stop as soon as that ended or aborted this reload.
+		for p.reload == rl && rl.active < p.cfg.Surge && len(rl.pending) > 0 {
 			id := rl.pending[0]
 			rl.pending = rl.pending[1:]
 			s := p.slot(id)
@@ -99,8 +101,9 @@ func (p *Pool) advance(now time.Time) {
 			}
 			rl.active++
 		}
-		if rl.active == 0 && len(rl.pending) == 0 {
+		if p.reload == rl && rl.active == 0 && len(rl.pending) == 0 {
 			p.reload = nil
+			p.latest = rl.release
 			msg := fmt.Sprintf("reload complete: %d worker(s) replaced with release %d in %s",
 				len(rl.replaced), rl.release, now.Sub(rl.started).Round(time.Millisecond))
 			p.cfg.Log.Info(msg)
@@ -138,14 +141,14 @@ func (p *Pool) inFlight() int {
 
 // startSuccessor starts a process next to slot s's current one.
 func (p *Pool) startSuccessor(s *Slot, release int, why string, now time.Time) error {
-	if s.cur == nil && (s.State == BackingOff || s.State == Idle) {
-		// Nothing to replace: the slot starts the new release at once,
-		// still as a successor, so that a failure rolls it back.
-		s.State = Starting
-	}
 	pr, err := p.spawn(s, release, successor, now)
 	if err != nil {
 		return err
+	}
+	if s.cur == nil && (s.State == BackingOff || s.State == Idle) {
+		// Nothing to replace: the slot runs the new release at once,
+		// still as a successor, so that a failure rolls it back.
+		s.State = Starting
 	}
 	pr.replaced = why
 	s.next, s.Successor = pr, pr.pid
@@ -181,7 +184,7 @@ func (p *Pool) promote(s *Slot, pr *proc, now time.Time) {
 // exit is never restarted.
 func (p *Pool) drain(old *proc, why string, now time.Time) {
 	old.role, old.replaced = draining, why
-	old.readyBy, old.retireAt = time.Time{}, time.Time{}
+	old.readyBy, old.readyAt, old.retireAt = time.Time{}, time.Time{}, time.Time{}
 	if p.cfg.StopTimeout > 0 {
 		old.killAt = now.Add(p.cfg.StopTimeout)
 	}
@@ -249,6 +252,13 @@ func (p *Pool) Recycle(id int, reason string, now time.Time) {
 	if p.stopping || s == nil || s.State != Running || s.next != nil {
 		return
 	}
+	for _, pr := range p.byPid {
+		if pr.id == id && pr.role == draining {
+			// Its predecessor still drains in the same cgroup: what the
+			// slot uses is not the new process's alone.
+			return
+		}
+	}
 	for _, rq := range p.recycle {
 		if rq.id == id {
 			return
@@ -272,7 +282,7 @@ func (p *Pool) Scale(n int, now time.Time) error {
 	switch {
 	case n > old:
 		for id := old; id < n; id++ {
-			s := &Slot{ID: id}
+			s := &Slot{ID: id, Release: p.latest}
 			p.slots = append(p.slots, s)
 			if err := p.startSlot(s, now); err != nil {
 				p.cfg.Log.Error(fmt.Sprintf("%s could not be started: %v", p.cfg.Name(id), err), p.attr(id))
@@ -298,7 +308,12 @@ func (p *Pool) Scale(n int, now time.Time) error {
 				}
 			}
 			rl.pending = keep
-			rl.active = p.inFlight()
+			rl.active = 0
+			for _, s := range p.slots {
+				if s.next != nil && s.next.replaced == "reload" {
+					rl.active++
+				}
+			}
 		}
 	}
 	if n != old {

@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/goinit/goinit/reaper"
 )
 
@@ -340,5 +342,63 @@ func TestParseReadyMode(t *testing.T) {
 		if _, err := ParseReadyMode(bad); err == nil {
 			t.Errorf("%q accepted", bad)
 		}
+	}
+}
+
+// TestReloadAbortStopsTheReplacingLoop: with replacements ready at once
+// (exec), a failure deep in the promote/advance chain must end the reload
+// there, not let the outer loop go on replacing workers.
+func TestReloadAbortStopsTheReplacingLoop(t *testing.T) {
+	f := &releases{}
+	var ev []Event
+	starts := 0
+	start := func(id, release int) (int, error) {
+		if release == 1 {
+			starts++
+			if starts == 3 {
+				return 0, &StartError{Code: 127, Err: fmt.Errorf("gone")}
+			}
+		}
+		return f.start(id, release)
+	}
+	next := 0
+	p := New(Config{Workers: 4, Policy: testPolicy(), Start: start, Ready: Readiness{Mode: ReadyExec},
+		Release: func() (int, error) { next++; return next, nil }, OnEvent: func(e Event) { ev = append(ev, e) }})
+	p.Start(t0)
+	p.Reload(t0)
+	if kinds(ev, ReloadFailed) != 1 || p.Reloading() {
+		t.Fatalf("events %v", ev)
+	}
+	for _, s := range p.Slots()[2:] {
+		if s.Release != 0 {
+			t.Fatalf("slot %d runs release %d after the reload failed at slot 2", s.ID, s.Release)
+		}
+	}
+}
+
+// TestScaleAfterReloadRunsTheNewRelease: a slot added after a reload runs
+// the release the others run, not the one goinit started with.
+func TestScaleAfterReloadRunsTheNewRelease(t *testing.T) {
+	f := &releases{}
+	next := 0
+	p := New(Config{Workers: 1, Policy: testPolicy(), Start: f.start, Ready: Readiness{Mode: ReadyExec},
+		Release: func() (int, error) { next++; return next, nil }})
+	p.Start(t0)
+	p.Reload(t0)
+	p.Scale(2, t0)
+	if s := p.Slots()[1]; s.Release != 1 || f.rel[s.Pid] != 1 {
+		t.Fatalf("new slot runs release %d, want 1", f.rel[s.Pid])
+	}
+}
+
+// TestNoWatchdogWhileStopping: a worker that stops its heartbeats while it
+// drains after the stop signal is not killed as hung.
+func TestNoWatchdogWhileStopping(t *testing.T) {
+	f := &fakeStarts{}
+	p := New(Config{Workers: 1, Policy: testPolicy(), Start: f.start, Ready: Readiness{Mode: ReadyExec}, Watchdog: time.Second})
+	p.Start(t0)
+	p.Stop(unix.SIGTERM, false)
+	if next, ok := p.NextDeadline(); ok {
+		t.Fatalf("a deadline at %s while stopping", next)
 	}
 }

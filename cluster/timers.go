@@ -53,7 +53,7 @@ func (p *Pool) procDue(pr *proc, now time.Time) {
 		p.becameReady(s, pr, now, "after --ready=delay")
 	case live && !pr.ready && !pr.readyBy.IsZero() && !now.Before(pr.readyBy):
 		p.notReady(s, pr, now)
-	case pr.role == current && pr.ready && p.cfg.Watchdog > 0 && pr.killAt.IsZero() && pr.forced == "" &&
+	case pr.role == current && pr.ready && p.cfg.Watchdog > 0 && !p.stopping && pr.killAt.IsZero() && pr.forced == "" &&
 		!now.Before(pr.lastBeat.Add(p.cfg.Watchdog)):
 		pr.forced = "hung"
 		pr.killAt = now.Add(p.cfg.WatchdogGrace)
@@ -97,12 +97,14 @@ func (p *Pool) NextDeadline() (time.Time, bool) {
 		}
 	}
 	for _, pr := range p.byPid {
-		take(pr.readyAt)
-		take(pr.readyBy)
+		if pr.role == current || pr.role == successor {
+			take(pr.readyAt)
+			take(pr.readyBy)
+		}
 		take(pr.killAt)
 		if pr.role == current {
 			take(pr.retireAt)
-			if pr.ready && p.cfg.Watchdog > 0 && pr.killAt.IsZero() && pr.forced == "" {
+			if pr.ready && p.cfg.Watchdog > 0 && !p.stopping && pr.killAt.IsZero() && pr.forced == "" {
 				take(pr.lastBeat.Add(p.cfg.Watchdog))
 			}
 		}
