@@ -247,3 +247,17 @@ func TestAgentLimits(t *testing.T) {
 		t.Fatalf("the OOM line does not name the agent:\n%s", p.errText())
 	}
 }
+
+// TestAgentGoneBeforeReady checks that goinit ends, with the agent's
+// status, when the agent exits for good before it was ever ready: the
+// workers, which wait for it, will never start.
+func TestAgentGoneBeforeReady(t *testing.T) {
+	requireRoot(t)
+	p := start(t, runOpts{pid1: true}, "--workers=2", "--restart=never", "--agent=sh -c 'exit 3'", "--agent-ready=message", "--", "sleep", "1000")
+	if code := p.wait(20 * time.Second); code != 3 {
+		t.Fatalf("exit %d, want the agent's 3:\n%s", code, p.errText())
+	}
+	if strings.Contains(p.errText(), "worker 0 started") {
+		t.Fatalf("a worker started:\n%s", p.errText())
+	}
+}

@@ -124,23 +124,22 @@ func (s *supervisor) onControl(r control.Request) {
 	}
 	switch r.Cmd {
 	case control.CmdReload:
+		// A waiter is registered first: a reload of workers that are
+		// ready at exec can end within Reload itself, and answer it then.
+		if r.Args.Wait {
+			s.op.waiters = append(s.op.waiters, r)
+		}
 		switch s.pool.Reload(now) {
 		case cluster.ReloadRefused:
 			r.Respond(control.Response{Err: errors.New("reload refused; see goinit's log for why")})
-			return
 		case cluster.ReloadQueued:
 			if !r.Args.Wait {
 				r.Respond(control.Response{Message: "a reload is in progress; this one follows it"})
-				return
 			}
 		case cluster.ReloadStarted:
 			if !r.Args.Wait {
 				r.Respond(control.Response{Message: fmt.Sprintf("reloading %d worker(s), one at a time", s.pool.Workers())})
-				return
 			}
-		}
-		if s.pool.Reloading() {
-			s.op.waiters = append(s.op.waiters, r)
 		}
 	case control.CmdScale:
 		if err := s.scaleTo(r.Args.Workers); err != nil {

@@ -210,3 +210,26 @@ func TestWorkerLogs(t *testing.T) {
 		t.Fatalf("json line %q: %+v %v", line, rec, err)
 	}
 }
+
+// TestReloadWaitReadyAtExec checks that `goinit reload --wait` is answered
+// when the reload ends at once, as it does for workers ready at exec.
+func TestReloadWaitReadyAtExec(t *testing.T) {
+	requireRoot(t)
+	sock := filepath.Join(t.TempDir(), "control.sock")
+	p := start(t, runOpts{pid1: true}, "--workers=2", "--ready=exec", "--control="+sock, "--", "sleep", "1000")
+	defer p.cmd.Process.Signal(syscall.SIGKILL)
+	eventually(t, 10*time.Second, "the control socket", func() bool { _, err := os.Stat(sock); return err == nil })
+	done := make(chan string, 1)
+	go func() {
+		code, out := cli(t, sock, "reload", "--wait")
+		done <- fmt.Sprintf("%d %s", code, out)
+	}()
+	select {
+	case got := <-done:
+		if !strings.HasPrefix(got, "0 ") || !strings.Contains(got, "reload complete") {
+			t.Fatalf("reload --wait: %s", got)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("reload --wait never answered")
+	}
+}

@@ -69,7 +69,7 @@ func (io *procIO) open(role string, id, fd int, notify bool) (l *procLink, files
 	if io.chans != nil {
 		conn, child, err := io.chans.Open(l.key)
 		if err != nil {
-			return nil, nil, nil, fmt.Errorf("worker %d: channel to goinit: %w", id, err)
+			return nil, nil, nil, fmt.Errorf("%s %d: channel to goinit: %w", role, id, err)
 		}
 		l.conn, l.files = conn, append(l.files, child)
 		env = append(env, channel.Env(fd)...)
@@ -78,7 +78,7 @@ func (io *procIO) open(role string, id, fd int, notify bool) (l *procLink, files
 		sock, err := io.notify.Open(l.key)
 		if err != nil {
 			io.abort(l)
-			return nil, nil, nil, fmt.Errorf("worker %d: notify socket: %w", id, err)
+			return nil, nil, nil, fmt.Errorf("%s %d: notify socket: %w", role, id, err)
 		}
 		l.sock = sock
 		env = append(env, sock.Env())

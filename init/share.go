@@ -71,7 +71,9 @@ func (s *supervisor) onShareEvent(e portshare.Event) {
 		s.log.Info(e.String())
 	case portshare.Listening:
 		s.log.Debug(e.String(), "worker", e.Worker, "pid", e.Pid)
-		s.pool.Ready(e.Pid, clusterListened, time.Now())
+		// The worker is ready when it or a process it started (npm start,
+		// a shell wrapper, a pre-fork master) listens.
+		s.pool.Ready(e.WorkerPid, clusterListened, time.Now())
 	case portshare.Detached:
 		if e.Err != nil {
 			s.log.Warn(e.String(), "worker", e.Worker, "pid", e.Pid)

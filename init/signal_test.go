@@ -44,7 +44,7 @@ func TestEveryForwardableSignalArrives(t *testing.T) {
 // and a plain build does not unless GODEBUG turns it off.
 func TestSIGURG(t *testing.T) {
 	requireRoot(t)
-	script := `trap 'echo got-urg' URG; trap 'echo got-usr1' USR1; trap 'exit 0' TERM
+	script := `trap 'echo got-urg' URG; trap 'echo got-vtalrm' VTALRM; trap 'exit 0' TERM
 echo ready; while :; do sleep 0.05; done`
 	for _, c := range []struct {
 		name    string
@@ -68,10 +68,11 @@ echo ready; while :; do sleep 0.05; done`
 			for range 20 {
 				p.signal(syscall.SIGURG)
 			}
-			// Signals are forwarded in the order they are handled: once
-			// USR1, sent after the URGs, has arrived, so would a URG.
-			p.signal(syscall.SIGUSR1)
-			p.waitLine("got-usr1", 5*time.Second)
+			// Pending standard signals arrive lowest number first: once
+			// VTALRM (26), sent after the URGs (23), has arrived, so would
+			// a URG.
+			p.signal(syscall.SIGVTALRM)
+			p.waitLine("got-vtalrm", 5*time.Second)
 			if c.want {
 				p.waitLine("got-urg", 5*time.Second)
 			} else if p.hasLine("got-urg") {
@@ -218,7 +219,9 @@ func TestChildStartsUnblocked(t *testing.T) {
 func TestSIGPIPENotForwarded(t *testing.T) {
 	requireRoot(t)
 	sock := filepath.Join(t.TempDir(), "control.sock")
-	script := `trap 'echo got-pipe' PIPE; trap 'echo got-usr1' USR1; trap 'exit 0' TERM
+	// The fence is VTALRM (26): pending standard signals arrive lowest
+	// number first, so once it has arrived a forwarded PIPE (13) would have.
+	script := `trap 'echo got-pipe' PIPE; trap 'echo got-vtalrm' VTALRM; trap 'exit 0' TERM
 echo ready; while :; do sleep 0.05; done`
 	p := start(t, runOpts{pid1: true}, "--signal-scope=child", "--control="+sock, "--", "sh", "-c", script)
 	p.waitLine("ready", 10*time.Second)
@@ -229,8 +232,8 @@ echo ready; while :; do sleep 0.05; done`
 		}
 	}
 	p.signal(syscall.SIGPIPE)
-	p.signal(syscall.SIGUSR1)
-	p.waitLine("got-usr1", 5*time.Second)
+	p.signal(syscall.SIGVTALRM)
+	p.waitLine("got-vtalrm", 5*time.Second)
 	if p.hasLine("got-pipe") {
 		t.Fatal("SIGPIPE reached the child")
 	}

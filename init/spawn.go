@@ -69,6 +69,9 @@ type spawner struct {
 	// logs carries the workers' output with --worker-logs=prefix|json;
 	// nil to inherit goinit's stdout and stderr.
 	logs *worklog.Logs
+	// workers is the pool's current number of worker slots, for
+	// GOINIT_WORKERS; nil means --workers.
+	workers func() int
 	// releases are the commands a reload prepared, by release number;
 	// release 0 is the one goinit started with (made on first use).
 	releases []release
@@ -99,6 +102,14 @@ func samePinned(path string, pin *os.File) bool {
 		return false
 	}
 	return a.Dev == b.Dev && a.Ino == b.Ino
+}
+
+// workerCount is GOINIT_WORKERS: the slots there are as the process starts.
+func (s *spawner) workerCount() int {
+	if s.workers != nil {
+		return s.workers()
+	}
+	return s.cfg.workers
 }
 
 // newRelease looks the command up again for a reload, so that a new binary
@@ -132,9 +143,9 @@ func (s *spawner) start(id, release int) (int, error) {
 	env := slices.Clip(s.env)
 	switch s.role {
 	case "worker":
-		env = append(env, "GOINIT_ROLE=worker", "GOINIT_WORKER_ID="+strconv.Itoa(id), "GOINIT_WORKERS="+strconv.Itoa(cfg.workers))
+		env = append(env, "GOINIT_ROLE=worker", "GOINIT_WORKER_ID="+strconv.Itoa(id), "GOINIT_WORKERS="+strconv.Itoa(s.workerCount()))
 	case "agent":
-		env = append(env, "GOINIT_ROLE=agent", "GOINIT_WORKERS="+strconv.Itoa(cfg.workers))
+		env = append(env, "GOINIT_ROLE=agent", "GOINIT_WORKERS="+strconv.Itoa(s.workerCount()))
 	}
 	if cfg.user != nil {
 		env = append(env, "HOME="+cfg.user.home)
@@ -149,6 +160,26 @@ func (s *spawner) start(id, release int) (int, error) {
 	}
 	sockets := len(files) // LISTEN_FDS; the channel and handoff fds come after
 	var link *procLink
+	var handoff *portshare.Handoff
+	var pipes *worklog.Pipes
+	// What a start opens before the fork is released here on every
+	// failure, so that a slot that keeps failing to start (its directory
+	// gone) leaks nothing per attempt.
+	started := false
+	defer func() {
+		if started {
+			return
+		}
+		if pipes != nil {
+			pipes.Abort()
+		}
+		if handoff != nil {
+			handoff.Close()
+		}
+		if link != nil {
+			s.io.abort(link)
+		}
+	}()
 	if s.io != nil {
 		l, extra, ioEnv, err := s.io.open(s.role, id, 3+len(files), s.notify)
 		if err != nil {
@@ -190,7 +221,6 @@ func (s *spawner) start(id, release int) (int, error) {
 		}
 	}
 	opts := shimOptions{listen: sockets > 0, oomScore: s.oomScore}
-	var handoff *portshare.Handoff
 	if s.sharer != nil {
 		var err error
 		if handoff, err = portshare.NewHandoff(); err != nil {
@@ -241,13 +271,9 @@ func (s *spawner) start(id, release int) (int, error) {
 	}
 	cmd.Env, cmd.ExtraFiles, cmd.SysProcAttr, cmd.Dir = env, files, attr, s.dir
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
-	var pipes *worklog.Pipes
 	if s.logs != nil && s.role != "" {
 		var err error
 		if pipes, err = s.logs.Open(s.role, id); err != nil {
-			if link != nil {
-				s.io.abort(link)
-			}
 			return 0, fmt.Errorf("%s %d: worker logs: %w", s.role, id, err)
 		}
 		cmd.Stdout, cmd.Stderr = pipes.Stdout, pipes.Stderr
@@ -255,25 +281,14 @@ func (s *spawner) start(id, release int) (int, error) {
 	// A failed chdir in the child comes back as the same ENOENT as a
 	// missing command, so the directory is checked first, to say which.
 	if _, err := os.Stat(s.dir); err != nil {
-		if link != nil {
-			s.io.abort(link)
-		}
 		return 0, &cluster.StartError{Code: 127, Err: fmt.Errorf(
 			"cannot start %s in %s, the directory goinit was started in: %v (it was removed or became inaccessible; restore it, or start goinit in another directory)",
 			s.command[0], s.dir, errors.Unwrap(err))}
 	}
 	if err := s.reaper.Start(cmd); err != nil {
-		if pipes != nil {
-			pipes.Abort()
-		}
-		if handoff != nil {
-			handoff.Close()
-		}
-		if link != nil {
-			s.io.abort(link)
-		}
 		return 0, startError(s.command[0], err)
 	}
+	started = true
 	pid := cmd.Process.Pid
 	if pipes != nil {
 		pipes.Started(pid)

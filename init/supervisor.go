@@ -388,16 +388,27 @@ func (s *supervisor) killAll(now time.Time) {
 func (s *supervisor) advance() {
 	switch s.phase {
 	case running, delaying:
+		if s.agent != nil && !s.workersStarted {
+			if s.agent.Active() > 0 {
+				return // the workers wait for the agent
+			}
+			// The agent ended for good before it was ever ready: the
+			// workers will never start.
+			s.stopAll(s.cfg.stopSignal, time.Now())
+			s.advance()
+			return
+		}
 		if s.pool.Active() > 0 {
 			return
 		}
-		if s.agent != nil && !s.workersStarted && s.agent.Active() > 0 {
-			return // the workers wait for the agent
-		}
 		// Every worker ended and none will restart: the child exited on
 		// its own. The same cleanup as a shutdown follows, for whatever
-		// it left behind.
-		s.phase, s.deadline = stopping, time.Now().Add(s.cfg.stopTimeout)
+		// it left behind (and the agent is stopped, its work done).
+		if s.agent != nil {
+			s.stopAll(s.cfg.stopSignal, time.Now())
+		} else {
+			s.phase, s.deadline = stopping, time.Now().Add(s.cfg.stopTimeout)
+		}
 		s.advance()
 	case stopping:
 		s.stopAgentWhenDue(time.Now())
@@ -445,6 +456,10 @@ func (s *supervisor) result() int {
 	st := s.pool.Result()
 	if f := s.failure(); f != nil {
 		st = f.Status
+	}
+	if s.agent != nil && !s.workersStarted && s.failure() == nil {
+		// The agent ended before it was ready: its status is goinit's.
+		st = s.agent.Slots()[0].Last
 	}
 	if !s.cfg.clusterMode {
 		st = s.pool.Slots()[0].Last

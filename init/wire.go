@@ -49,6 +49,7 @@ func newSupervisor(cfg *config, log *slog.Logger, r *reaper.Reaper, sigc chan os
 		Surge: cfg.reloadSurge, Release: sp.newRelease, Watchdog: cfg.watchdog, MaxLifetime: cfg.maxLifetime,
 		OnEvent: func(e cluster.Event) { sup.onPoolEvent("worker", e) },
 	})
+	sp.workers = sup.pool.Workers
 	if cfg.agent != nil {
 		// The agent: its own command and channel, no sockets, no shared
 		// binds (it is one process), the workers' restart policy.
@@ -57,6 +58,7 @@ func newSupervisor(cfg *config, log *slog.Logger, r *reaper.Reaper, sigc chan os
 		ag.oomScore, ag.io, ag.env = workerOOMScore(), io, sp.env
 		ag.notify = cfg.agentReady.Mode == cluster.ReadyNotify
 		ag.cgroup = env.agentCgroup
+		ag.workers = sup.pool.Workers
 		sup.agent = cluster.New(cluster.Config{
 			Workers: 1, Policy: cfg.policy, Start: ag.start, Log: log, Name: func(int) string { return "agent" }, Role: "agent",
 			Explain: env.agentExplain,

@@ -57,34 +57,43 @@ func Write(w io.Writer, s *state.Snapshot, queues map[uint64]uint64) error {
 	e.family("goinit_reloading", "gauge", "1 while a rolling reload is in progress.")
 	e.sample("goinit_reloading", bool01(s.Pool.Reloading))
 
-	e.family("goinit_process_ready", "gauge", "1 when the process in this slot is ready.")
+	// One series per slot: a process draining after its replacement took
+	// the slot over has the slot's labels too, and is left out here
+	// (goinit_processes counts it under state="draining").
+	slots := make([]state.Process, 0, len(s.Processes))
 	for _, p := range s.Processes {
+		if p.State != state.StateDraining {
+			slots = append(slots, p)
+		}
+	}
+	e.family("goinit_process_ready", "gauge", "1 when the process in this slot is ready.")
+	for _, p := range slots {
 		e.sample("goinit_process_ready", bool01(p.Ready), procLabels(p)...)
 	}
 	e.family("goinit_process_start_time_seconds", "gauge", "When the live process in this slot started, in seconds since the Unix epoch.")
-	for _, p := range s.Processes {
+	for _, p := range slots {
 		if p.PID != 0 && !p.Started.IsZero() {
 			e.sample("goinit_process_start_time_seconds", unixSeconds(p.Started), procLabels(p)...)
 		}
 	}
 	e.family("goinit_process_restarts_total", "counter", "Restarts of this slot by why the previous process ended: exit, signal, oom, hung (--watchdog), recycle (--max-lifetime, --memory-recycle).")
-	for _, p := range s.Processes {
+	for _, p := range slots {
 		for _, c := range p.Restarts.ByReason() {
 			e.sample("goinit_process_restarts_total", float64(c.Value), append(procLabels(p), "reason", c.Label)...)
 		}
 	}
 	e.family("goinit_process_oom_kills_total", "counter", "OOM kills in this slot's cgroup, including children of the process.")
-	for _, p := range s.Processes {
+	for _, p := range slots {
 		e.sample("goinit_process_oom_kills_total", float64(p.OOMKills), procLabels(p)...)
 	}
 	e.family("goinit_process_memory_bytes", "gauge", "Memory used by this slot's cgroup (only with per-worker cgroups).")
-	for _, p := range s.Processes {
+	for _, p := range slots {
 		if p.HasCgroup {
 			e.sample("goinit_process_memory_bytes", float64(p.MemoryBytes), procLabels(p)...)
 		}
 	}
 	e.family("goinit_process_cpu_seconds_total", "counter", "CPU time, user and system, used by this slot's cgroup (only with per-worker cgroups).")
-	for _, p := range s.Processes {
+	for _, p := range slots {
 		if p.HasCgroup {
 			e.sample("goinit_process_cpu_seconds_total", p.CPUSeconds, procLabels(p)...)
 		}

@@ -249,7 +249,7 @@ func (c call) listen() {
 	}
 	c.answer(0)
 	c.debug(fmt.Sprintf("listen %s backlog %d: queue stays at %d", h.key, backlog, got))
-	c.s.send(Event{Kind: Listening, Worker: c.worker, Pid: c.tgid(), Addr: h.key.addr, V6Only: h.key.v6only})
+	c.s.send(Event{Kind: Listening, Worker: c.worker, Pid: c.tgid(), WorkerPid: c.loop.pid, Addr: h.key.addr, V6Only: h.key.v6only})
 }
 
 // shutdown is shutdown(fd, SHUT_RD or SHUT_RDWR) (the filter lets SHUT_WR

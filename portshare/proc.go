@@ -56,7 +56,23 @@ func readStatus(tid int) (status, error) {
 	if st.tgid == 0 {
 		st.tgid = tid
 	}
+	// Capabilities held in a user namespace of the thread's own do not
+	// reach goinit's network namespace, which the kernel checks
+	// CAP_NET_BIND_SERVICE against: only those of goinit's user namespace
+	// count.
+	if !sameUserns(tid) {
+		st.capEff = 0
+	}
 	return st, nil
+}
+
+// sameUserns reports whether thread tid is in goinit's user namespace.
+func sameUserns(tid int) bool {
+	var own, its unix.Stat_t
+	if unix.Stat("/proc/self/ns/user", &own) != nil || unix.Stat("/proc/"+strconv.Itoa(tid)+"/ns/user", &its) != nil {
+		return false
+	}
+	return own.Ino == its.Ino && own.Dev == its.Dev
 }
 
 // mayBind reports whether the thread could bind port itself: ports below

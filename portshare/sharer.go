@@ -76,9 +76,12 @@ type Event struct {
 	Worker int // the id given to Attach
 	// Pid is the calling process (thread group id): the worker, or one of
 	// its descendants, which inherit the filter.
-	Pid    int
-	Addr   netip.AddrPort // zero for Detached
-	V6Only bool           // Addr is an AF_INET6 socket that refuses IPv4
+	Pid int
+	// WorkerPid is the pid given to Attach: the worker whose filter the
+	// caller runs under, which a descendant's listen() makes ready.
+	WorkerPid int
+	Addr      netip.AddrPort // zero for Detached
+	V6Only    bool           // Addr is an AF_INET6 socket that refuses IPv4
 	// Reduced: for Shared and Bound, goinit could not read the worker's
 	// socket in full (pidfd_getfd refused): the held socket was made, or
 	// chosen, by the reduced-mode rule. See [Sharer.Reduced].
