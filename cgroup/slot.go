@@ -179,6 +179,10 @@ type Usage struct {
 	// MemoryBytes is the current memory use, page cache included
 	// (v2 memory.current, v1 memory.usage_in_bytes).
 	MemoryBytes int64
+	// WorkingSetBytes is MemoryBytes without the inactive file cache
+	// (memory.stat inactive_file, v1 total_inactive_file): what the kubelet
+	// calls the working set, the memory the slot cannot give back at once.
+	WorkingSetBytes int64
 	// MemoryPeakBytes is the highest MemoryBytes since the slot was
 	// created (v2 memory.peak, Linux 5.19+; v1 memory.max_usage_in_bytes).
 	MemoryPeakBytes int64
@@ -209,7 +213,9 @@ func (s *Slot) Usage() (Usage, error) {
 		}
 		return int64(min(v, uint64(1<<63-1)))
 	}
+	inactive := "total_inactive_file"
 	if s.h.version == 2 {
+		inactive = "inactive_file"
 		u.MemoryBytes = readInt(s.memDir, "memory.current")
 		u.MemoryPeakBytes = readInt(s.memDir, "memory.peak")
 		if usec, err := fscommon.GetValueByKey(s.cpuDir, "cpu.stat", "usage_usec"); err != nil {
@@ -221,6 +227,12 @@ func (s *Slot) Usage() (Usage, error) {
 		u.MemoryBytes = readInt(s.memDir, "memory.usage_in_bytes")
 		u.MemoryPeakBytes = readInt(s.memDir, "memory.max_usage_in_bytes")
 		u.CPUTime = time.Duration(readInt(s.cpuDir, "cpuacct.usage"))
+	}
+	u.WorkingSetBytes = u.MemoryBytes
+	if s.memDir != "" {
+		if v, err := fscommon.GetValueByKey(s.memDir, "memory.stat", inactive); err == nil {
+			u.WorkingSetBytes = max(u.MemoryBytes-int64(min(v, uint64(u.MemoryBytes))), 0)
+		}
 	}
 	u.Tasks = readInt(s.pidsDir, "pids.current")
 	pids, err := cgroups.GetPids(s.dirs[0])

@@ -171,9 +171,10 @@ func (l *limiter) usage(id int) (cgroup.Usage, bool) {
 	return u, err == nil
 }
 
-// memoryOver lists the running slots whose cgroup uses more than limit
-// bytes (--memory-recycle), read from the cgroup itself: the whole worker,
-// children included, as the OOM killer counts it.
+// memoryOver lists the running slots whose working set (the cgroup's
+// memory without its inactive file cache, as the kubelet counts it) is over
+// limit bytes (--memory-recycle): the whole worker, children included,
+// but not the page cache of files it merely read.
 func (l *limiter) memoryOver(limit int64) []int {
 	var out []int
 	for _, id := range slices.Sorted(maps.Keys(l.slots)) {
@@ -181,7 +182,7 @@ func (l *limiter) memoryOver(limit int64) []int {
 		if !ok || id == agentID || !l.slots[id].running {
 			continue
 		}
-		if u, err := c.Usage(); err == nil && u.MemoryBytes > limit {
+		if u, err := c.Usage(); err == nil && u.WorkingSetBytes > limit {
 			out = append(out, id)
 		}
 	}

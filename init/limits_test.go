@@ -18,6 +18,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/goinit/goinit/cgroup"
 	"github.com/goinit/goinit/internal/testbin"
 	"github.com/goinit/goinit/reaper"
@@ -677,5 +679,61 @@ func TestMemoryRecycle(t *testing.T) {
 	p.signal(syscall.SIGTERM)
 	if code := p.wait(20 * time.Second); code != 0 {
 		t.Fatalf("exit %d", code)
+	}
+}
+
+// TestMemoryRecycleIgnoresPageCache checks that --memory-recycle counts the
+// working set, not the page cache of files a worker merely reads: a worker
+// that reads a 64 MiB file (charged to its cgroup as cache) is not
+// recycled at 24 MiB.
+func TestMemoryRecycleIgnoresPageCache(t *testing.T) {
+	requireCgroupV1(t)
+	f, err := os.CreateTemp(testbin.CacheDir(t), "pagecache-*")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.Remove(f.Name())
+	if _, err := f.Write(make([]byte, 64<<20)); err != nil {
+		t.Fatal(err)
+	}
+	// Out of the page cache, so that the worker's reads charge its cgroup.
+	f.Sync()
+	unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED)
+	f.Close()
+	script := fmt.Sprintf(`cat %s > /dev/null; echo read; exec sleep 1000`, f.Name())
+	p := start(t, runOpts{pid1: true}, "--workers=1", "--ready=exec", "--memory-limit=256Mi", "--memory-recycle=24Mi",
+		"--", "sh", "-c", script)
+	defer p.cmd.Process.Signal(syscall.SIGKILL)
+	p.waitLine("read", 20*time.Second)
+	// The cache is the worker's: its cgroup's usage is over the size, so
+	// counting usage would recycle it.
+	mem, err := v1Mount("memory")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var usage int64
+	eventually(t, 10*time.Second, "the worker's cgroup usage", func() bool {
+		for pid := range descendants(p.cmd.Process.Pid) {
+			b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
+			for _, line := range strings.Split(string(b), "\n") {
+				if f := strings.SplitN(line, ":", 3); len(f) == 3 && strings.Contains(","+f[1]+",", ",memory,") {
+					rel, _ := filepath.Rel(mem.root, f[2])
+					v, _ := os.ReadFile(filepath.Join(mem.dir, rel, "memory.usage_in_bytes"))
+					usage, _ = strconv.ParseInt(strings.TrimSpace(string(v)), 10, 64)
+				}
+			}
+		}
+		return usage > 0
+	})
+	if usage <= 24<<20 {
+		t.Fatalf("the worker's cgroup uses %d bytes: the file's cache was not charged to it, so this test proves nothing", usage)
+	}
+	// Three checks of --memory-recycle (every 2 s) see the cache.
+	deadline := time.Now().Add(7 * time.Second)
+	for time.Now().Before(deadline) {
+		if strings.Contains(p.errText(), "recycling") {
+			t.Fatalf("a worker was recycled for its page cache:\n%s", p.errText())
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }
