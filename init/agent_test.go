@@ -2,13 +2,14 @@ package main
 
 import (
 	"fmt"
-	"os"
 	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/goinit/goinit/internal/testbin"
 )
 
 // agentWorkerApp is one Node program for both roles, unmodified-style:
@@ -183,20 +184,6 @@ setInterval(() => {}, 1000);
 	t.Logf("%d messages delivered while worker 1 was killed 3 times", n)
 }
 
-// hostPidOrZero is hostPid without failing when the process is gone.
-func hostPidOrZero(goinit, nsPid int) int {
-	for pid := range descendants(goinit) {
-		if b, err := readFile(fmt.Sprintf("/proc/%d/status", pid)); err == nil {
-			for _, l := range strings.Split(b, "\n") {
-				if f := strings.Fields(l); len(f) == 3 && f[0] == "NSpid:" && f[2] == strconv.Itoa(nsPid) {
-					return pid
-				}
-			}
-		}
-	}
-	return 0
-}
-
 // TestAgentBadInput checks --agent's one-line errors.
 func TestAgentBadInput(t *testing.T) {
 	for _, c := range []struct {
@@ -222,17 +209,12 @@ func TestAgentBadInput(t *testing.T) {
 	}
 }
 
-func readFile(name string) (string, error) {
-	b, err := os.ReadFile(name)
-	return string(b), err
-}
-
 // TestAgentLimits checks --agent-memory-limit: the agent runs in a cgroup
 // of its own, its OOM kill is reported as such and it is restarted, while
 // the workers, under their own limit, keep running.
 func TestAgentLimits(t *testing.T) {
 	requireCgroupV1(t)
-	needTool(t, "python3")
+	testbin.Tool(t, "python3")
 	agent := `python3 -c 'import time; time.sleep(0.5); b = bytearray(64 << 20); time.sleep(1000)'`
 	p := start(t, runOpts{pid1: true}, "--workers=2", "--memory-limit=128Mi", "--agent="+agent, "--agent-memory-limit=32Mi",
 		"--agent-ready=exec", "--restart-delay=50ms", "--", "sleep", "1000")

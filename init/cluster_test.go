@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -23,17 +22,6 @@ import (
 func workerBin(t *testing.T) string {
 	t.Helper()
 	return testbin.Build(t, "./init/testdata/worker")
-}
-
-// freePort returns a loopback TCP port that was free a moment ago.
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
 
 // reports reads the workers' start-up reports from dir.
@@ -99,7 +87,7 @@ func TestWorkersShareOnePort(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			dir := t.TempDir()
-			addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+			addr := fmt.Sprintf("127.0.0.1:%d", testbin.FreePort(t))
 			listenArg := addr
 			if c.network == "unix" {
 				addr = filepath.Join(dir, "app.sock")
@@ -200,7 +188,7 @@ func TestWorkerKilledUnderLoadNoErrors(t *testing.T) {
 	for _, workers := range []int{1, 2} {
 		for _, balance := range []string{"shared", "reuseport"} {
 			t.Run(fmt.Sprintf("%d-%s", workers, balance), func(t *testing.T) {
-				addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+				addr := fmt.Sprintf("127.0.0.1:%d", testbin.FreePort(t))
 				p := start(t, runOpts{pid1: true}, "--workers="+strconv.Itoa(workers), "--listen="+addr,
 					"--balance="+balance, "--restart-delay=50ms", "--", workerBin(t))
 				client := newClient("tcp", addr)
@@ -236,21 +224,26 @@ func TestWorkerKilledUnderLoadNoErrors(t *testing.T) {
 // NSpid in /proc.
 func hostPid(t *testing.T, goinit, nsPid int) int {
 	t.Helper()
+	pid := hostPidOrZero(goinit, nsPid)
+	if pid == 0 {
+		t.Fatalf("no process with pid %d in goinit's namespace", nsPid)
+	}
+	return pid
+}
+
+// hostPidOrZero is hostPid for a process that may be gone: 0 then.
+func hostPidOrZero(goinit, nsPid int) int {
 	for pid := range descendants(goinit) {
-		f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 		if err != nil {
 			continue
 		}
-		sc := bufio.NewScanner(f)
-		for sc.Scan() {
-			if fields := strings.Fields(sc.Text()); len(fields) == 3 && fields[0] == "NSpid:" && fields[2] == strconv.Itoa(nsPid) {
-				f.Close()
+		for _, l := range strings.Split(string(b), "\n") {
+			if f := strings.Fields(l); len(f) == 3 && f[0] == "NSpid:" && f[2] == strconv.Itoa(nsPid) {
 				return pid
 			}
 		}
-		f.Close()
 	}
-	t.Fatalf("no process with pid %d in goinit's namespace", nsPid)
 	return 0
 }
 
@@ -258,7 +251,7 @@ func hostPid(t *testing.T, goinit, nsPid int) int {
 // steady concurrent load: no connection is ever refused or fails to open.
 func TestNoRefusedConnectionsUnderLoad(t *testing.T) {
 	requireRoot(t)
-	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	addr := fmt.Sprintf("127.0.0.1:%d", testbin.FreePort(t))
 	dir := t.TempDir()
 	p := start(t, runOpts{pid1: true, env: []string{"REPORT_DIR=" + dir}}, "--workers=2", "--listen="+addr, "--restart-delay=50ms", "--", workerBin(t))
 	eventually(t, 20*time.Second, "2 workers", func() bool { return len(reports(t, dir)) == 2 })

@@ -665,7 +665,7 @@ func TestLimiterOOMAccounting(t *testing.T) {
 // OOM-kill it: its successor starts first and the old one drains.
 func TestMemoryRecycle(t *testing.T) {
 	requireCgroupV1(t)
-	needTool(t, "python3")
+	testbin.Tool(t, "python3")
 	script := `import time; b = bytearray(40 << 20); print("allocated", flush=True); time.sleep(1000)`
 	p := start(t, runOpts{pid1: true}, "--workers=1", "--ready=exec", "--memory-limit=96Mi", "--memory-recycle=24Mi",
 		"--", "python3", "-c", script)

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/goinit/goinit/internal/testbin"
 	"github.com/goinit/goinit/state"
 )
 
@@ -50,7 +51,7 @@ func TestControlCLI(t *testing.T) {
 	requireRoot(t)
 	dir := t.TempDir()
 	sock := filepath.Join(dir, "control.sock")
-	port := freePort(t)
+	port := testbin.FreePort(t)
 	script := filepath.Join(dir, "serve")
 	writeRelease(t, script, "1", "")
 	p := start(t, runOpts{pid1: true, env: []string{fmt.Sprintf("APP_ADDR=127.0.0.1:%d", port)}},
@@ -128,8 +129,8 @@ func httpGet(t *testing.T, url string) (int, string) {
 // alive), and checks /metrics with promtool.
 func TestHealthEndpoints(t *testing.T) {
 	requireRoot(t)
-	promtool := needTool(t, "promtool")
-	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	promtool := testbin.Tool(t, "promtool")
+	addr := fmt.Sprintf("127.0.0.1:%d", testbin.FreePort(t))
 	p := start(t, runOpts{pid1: true}, "--workers=2", "--health-addr="+addr, "--pre-stop-delay=3s", "--control=off",
 		"--", "sleep", "1000")
 	defer p.cmd.Process.Signal(syscall.SIGKILL)
@@ -164,7 +165,7 @@ func TestHealthEndpoints(t *testing.T) {
 // crash-looping, while goinit stops the others.
 func TestHealthCrashLoop(t *testing.T) {
 	requireRoot(t)
-	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	addr := fmt.Sprintf("127.0.0.1:%d", testbin.FreePort(t))
 	script := `if [ "$GOINIT_WORKER_ID" = 1 ]; then sleep 0.5; exit 3; fi; trap '' TERM; exec sleep 1000`
 	p := start(t, runOpts{pid1: true}, "--workers=2", "--health-addr="+addr, "--max-restarts=1", "--restart-delay=10ms",
 		"--stop-timeout=4s", "--control=off", "--", "sh", "-c", script)

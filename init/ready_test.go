@@ -3,32 +3,20 @@ package main
 import (
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
-)
 
-// needTool fails in CI, and skips elsewhere, when a program is missing.
-func needTool(t *testing.T, name string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("%s is missing, and CI installs it (scripts/install-deps.sh)", name)
-		}
-		t.Skipf("%s is not installed", name)
-	}
-	return p
-}
+	"github.com/goinit/goinit/internal/testbin"
+)
 
 // nodeScript writes a Node program and returns its path.
 func nodeScript(t *testing.T, src string) string {
 	t.Helper()
-	needTool(t, "node")
+	testbin.Tool(t, "node")
 	f := filepath.Join(t.TempDir(), "app.js")
 	if err := os.WriteFile(f, []byte(src), 0o644); err != nil {
 		t.Fatal(err)
@@ -84,7 +72,7 @@ process.on('SIGTERM', () => process.exit(0));
 // entrypoint), and that STATUS= is honoured.
 func TestReadyNotify(t *testing.T) {
 	requireRoot(t)
-	needTool(t, "systemd-notify")
+	testbin.Tool(t, "systemd-notify")
 	script := `sleep 0.3; systemd-notify --ready --status="warmed up"; echo notified; exec sleep 1000`
 	p := start(t, runOpts{pid1: true}, "--workers=2", "--ready=notify", "--log-level=debug", "--", "sh", "-c", script)
 	defer p.cmd.Process.Signal(syscall.SIGKILL)
@@ -140,7 +128,7 @@ setInterval(() => {}, 1000);
 // after it ran that long, next to its successor, and the old one drains.
 func TestMaxLifetime(t *testing.T) {
 	requireRoot(t)
-	port := freePort(t)
+	port := testbin.FreePort(t)
 	p := start(t, runOpts{pid1: true, env: []string{fmt.Sprintf("APP_ADDR=127.0.0.1:%d", port)}},
 		"--workers=1", "--max-lifetime=1s", "--", bindServer(t))
 	defer p.cmd.Process.Signal(syscall.SIGKILL)

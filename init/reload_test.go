@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/goinit/goinit/internal/testbin"
 )
 
 // answer is one reply of the bindserver.
@@ -140,7 +142,7 @@ func TestReloadUnderLoad(t *testing.T) {
 		{"listen reuseport", true, []string{"--balance=reuseport"}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			port := freePort(t)
+			port := testbin.FreePort(t)
 			addr := fmt.Sprintf("127.0.0.1:%d", port)
 			script := filepath.Join(t.TempDir(), "serve")
 			writeRelease(t, script, "1", "")
@@ -192,7 +194,7 @@ func TestReloadUnderLoad(t *testing.T) {
 // request, and goinit stays up; after the code is fixed, a reload succeeds.
 func TestReloadRollsBack(t *testing.T) {
 	requireRoot(t)
-	port := freePort(t)
+	port := testbin.FreePort(t)
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
 	script := filepath.Join(t.TempDir(), "serve")
 	writeRelease(t, script, "1", "")
@@ -237,7 +239,7 @@ func TestReloadRollsBack(t *testing.T) {
 // SIGTTOU (gunicorn's signals) under load: no request fails.
 func TestScaleBySignals(t *testing.T) {
 	requireRoot(t)
-	port := freePort(t)
+	port := testbin.FreePort(t)
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
 	p := start(t, runOpts{pid1: true, env: []string{"APP_ADDR=" + addr, "APP_VERSION=1"}}, "--workers=1", "--", bindServer(t))
 	defer p.cmd.Process.Signal(syscall.SIGKILL)
@@ -280,7 +282,7 @@ func TestRollbackRunsThePinnedBinary(t *testing.T) {
 	if err := os.WriteFile(bin, b, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	port := freePort(t)
+	port := testbin.FreePort(t)
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
 	p := start(t, runOpts{pid1: true, env: []string{"APP_ADDR=" + addr, "APP_VERSION=1"}}, "--workers=2", "--restart-delay=20ms", "--", bin)
 	defer p.cmd.Process.Signal(syscall.SIGKILL)

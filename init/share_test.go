@@ -25,12 +25,7 @@ func bindServer(t *testing.T) string {
 // else, and returns its path.
 func nodeApp(t *testing.T, port int) string {
 	t.Helper()
-	if _, err := os.Stat("/usr/bin/node"); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("node is missing, and CI installs it (scripts/install-deps.sh)")
-		}
-		t.Skip("node is not installed")
-	}
+	testbin.Tool(t, "node")
 	app := filepath.Join(t.TempDir(), "app.js")
 	src := fmt.Sprintf(`const http = require('http');
 const server = http.createServer((req, res) => res.end(JSON.stringify({pid: process.pid, worker: process.env.GOINIT_WORKER_ID, port: server.address().port})));
@@ -112,7 +107,7 @@ http.server.HTTPServer(("0.0.0.0", %d), H).serve_forever()`, port)}
 	}
 	for _, sv := range servers {
 		t.Run(sv.name, func(t *testing.T) {
-			port := freePort(t)
+			port := testbin.FreePort(t)
 			var env []string
 			if sv.env != nil {
 				env = sv.env(port)
@@ -153,7 +148,7 @@ func TestSharedPortSurvivesKillUnderLoad(t *testing.T) {
 		{"single command", []string{"--share-ports=auto", "--restart=always", "--restart-delay=50ms"}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			port := freePort(t)
+			port := testbin.FreePort(t)
 			addr := fmt.Sprintf("127.0.0.1:%d", port)
 			args := append(c.args, "--", bindServer(t))
 			p := start(t, runOpts{pid1: true, env: []string{fmt.Sprintf("APP_ADDR=:%d", port)}}, args...)
@@ -229,7 +224,7 @@ func loadWhileKilling(t *testing.T, p *proc, addr string, pids map[int]bool) (re
 // EADDRINUSE exactly as without goinit.
 func TestSharePortsList(t *testing.T) {
 	requireRoot(t)
-	shared, other := freePort(t), freePort(t)
+	shared, other := testbin.FreePort(t), testbin.FreePort(t)
 	script := fmt.Sprintf(`python3 -c '
 import socket, time
 s = socket.socket(); s.bind(("127.0.0.1", %d)); s.listen()
@@ -258,7 +253,7 @@ time.sleep(1000)
 // as an unprivileged user (no_new_privs lets it install the filter).
 func TestSharePortsNonRootWorker(t *testing.T) {
 	requireRoot(t)
-	port := freePort(t)
+	port := testbin.FreePort(t)
 	p := start(t, runOpts{pid1: true, env: []string{fmt.Sprintf("APP_ADDR=:%d", port)}},
 		"--workers=2", "--user=65534:65534", "--", bindServer(t))
 	defer p.cmd.Process.Signal(syscall.SIGKILL)
@@ -309,7 +304,7 @@ func TestSharePortsForeignProc(t *testing.T) {
 // bind() would fail with ENOSYS. They get SIGKILL when it dies.
 func TestWorkersDieWithGoinit(t *testing.T) {
 	requireRoot(t)
-	port := freePort(t)
+	port := testbin.FreePort(t)
 	p := start(t, runOpts{env: []string{fmt.Sprintf("APP_ADDR=127.0.0.1:%d", port)}}, "--workers=2", "--control=off", "--", bindServer(t))
 	pids := answeringPids(t, "tcp", fmt.Sprintf("127.0.0.1:%d", port), 2)
 	p.cmd.Process.Signal(syscall.SIGKILL)

@@ -2,29 +2,15 @@ package metrics
 
 import (
 	"bytes"
-	"os"
 	"os/exec"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/goinit/goinit/internal/testbin"
 	"github.com/goinit/goinit/state"
 	"github.com/goinit/goinit/state/statetest"
 )
-
-// requireTool returns the path of a command the test needs; it skips
-// without it, except under CI, where scripts/install-deps.sh installs it.
-func requireTool(t *testing.T, name string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("%s not found; scripts/install-deps.sh installs it (Debian package prometheus)", name)
-		}
-		t.Skipf("%s not found (apt-get install prometheus)", name)
-	}
-	return p
-}
 
 func render(t *testing.T, s *state.Snapshot, queues map[uint64]uint64) string {
 	t.Helper()
@@ -84,7 +70,7 @@ func TestPromtool(t *testing.T) {
 
 func checkMetrics(t *testing.T, out string) {
 	t.Helper()
-	cmd := exec.Command(requireTool(t, "promtool"), "check", "metrics")
+	cmd := exec.Command(testbin.Tool(t, "promtool"), "check", "metrics")
 	cmd.Stdin = strings.NewReader(out)
 	if b, err := cmd.CombinedOutput(); err != nil || len(bytes.TrimSpace(b)) > 0 {
 		t.Fatalf("promtool check metrics: %v\n%s\ninput:\n%s", err, b, out)

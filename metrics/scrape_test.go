@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -15,7 +14,7 @@ import (
 	"time"
 
 	"github.com/goinit/goinit/health"
-	"github.com/goinit/goinit/metrics"
+	"github.com/goinit/goinit/internal/testbin"
 	"github.com/goinit/goinit/state"
 	"github.com/goinit/goinit/state/statetest"
 )
@@ -27,7 +26,7 @@ import (
 // HTTP/1.1 keep-alive and Accept-Encoding: gzip; goinit answers each with
 // Connection: close and no compression.
 func TestPrometheusScrape(t *testing.T) {
-	bin := metrics.RequireTool(t, "prometheus")
+	bin := testbin.Tool(t, "prometheus")
 	var pub state.Publisher
 	pub.Publish(statetest.Sample(time.Now()))
 	ln, err := health.Listen("127.0.0.1:0")
@@ -132,14 +131,9 @@ func queryValue(c *http.Client, api string) (string, error) {
 	return v, nil
 }
 
-// freePort returns a loopback address nobody listens on right now. The
-// kernel picks it; prometheus binds it a moment later.
+// freePort returns a loopback address nobody listens on right now;
+// prometheus binds it a moment later.
 func freePort(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
+	return fmt.Sprintf("127.0.0.1:%d", testbin.FreePort(t))
 }

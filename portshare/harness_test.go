@@ -128,19 +128,6 @@ func requireRoot(t *testing.T) {
 	}
 }
 
-// requireTool returns the path of a program the test needs.
-func requireTool(t *testing.T, name string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("%s is needed (scripts/install-deps.sh installs it): %v", name, err)
-		}
-		t.Skipf("%s not installed", name)
-	}
-	return p
-}
-
 // newSharer returns a Sharer closed at the end of the test, logging to t.
 func newSharer(t *testing.T, p Policy) *Sharer {
 	t.Helper()
@@ -278,17 +265,6 @@ func pidsAnswering(t *testing.T, addr string, port int, want ...int) {
 		}
 		delete(missing, pid)
 	}
-}
-
-// freePort returns a TCP port nothing listens on now, on any family.
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", ":0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
 
 // waitEvent waits for an event of kind from worker.

@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/goinit/goinit/internal/testbin"
 )
 
 // loadCounts are the outcomes of a bounded loopback load.
@@ -55,11 +57,11 @@ func load(addr string, clients int, stop <-chan struct{}) *loadCounts {
 // queue outlives it, and its replacement's bind gets the same socket.
 func TestKillUnderLoadRefusesNothing(t *testing.T) {
 	requireRoot(t)
-	node := requireTool(t, "node")
+	node := testbin.Tool(t, "node")
 	for _, workers := range []int{2, 1} {
 		t.Run(strconv.Itoa(workers)+" workers", func(t *testing.T) {
 			s := newSharer(t, Policy{Mode: Auto})
-			port := freePort(t)
+			port := testbin.FreePort(t)
 			addr := "127.0.0.1:" + strconv.Itoa(port)
 			start := func(id int) *worker {
 				w := startWorker(t, s, id, -1, nil, node, "-e", nodeServer, strconv.Itoa(port))
@@ -111,7 +113,7 @@ func TestKillUnderLoadRefusesNothing(t *testing.T) {
 // address of a Go (MPTCP) listener.
 func TestHeldListenSocketIsGivenToWorkers(t *testing.T) {
 	requireRoot(t)
-	node := requireTool(t, "node")
+	node := testbin.Tool(t, "node")
 	s := newSharer(t, Policy{Mode: Auto})
 	l, err := net.Listen("tcp", ":0")
 	if err != nil {

@@ -17,6 +17,8 @@ import (
 
 	"golang.org/x/net/bpf"
 	"golang.org/x/sys/unix"
+
+	"github.com/goinit/goinit/internal/testbin"
 )
 
 // refuseGetfd installs, on every thread of the test process, a seccomp
@@ -167,9 +169,9 @@ func TestReducedModeNodeAndGo(t *testing.T) {
 		return
 	}
 	requireRoot(t)
-	node := requireTool(t, "node")
+	node := testbin.Tool(t, "node")
 	s, log := newReducedSharer(t, Policy{Mode: Auto})
-	port := freePort(t)
+	port := testbin.FreePort(t)
 	var pids []int
 	for id := range 2 {
 		w := startWorker(t, s, id, -1, nil, node, "-e", nodeServer, strconv.Itoa(port))
@@ -205,7 +207,7 @@ func TestReducedModeGoProtocol(t *testing.T) {
 	}
 	requireRoot(t)
 	s, _ := newReducedSharer(t, Policy{Mode: Auto})
-	if h := goWorkers(t, s, freePort(t), 2); h.key.v6only || h.key.family != unix.AF_INET6 {
+	if h := goWorkers(t, s, testbin.FreePort(t), 2); h.key.v6only || h.key.family != unix.AF_INET6 {
 		t.Fatalf("goinit holds %s for Go's \":P\", want a dual-stack AF_INET6 socket", h.key)
 	}
 }
@@ -219,9 +221,9 @@ func TestReducedModePython(t *testing.T) {
 		return
 	}
 	requireRoot(t)
-	requireTool(t, "python3")
+	testbin.Tool(t, "python3")
 	s, _ := newReducedSharer(t, Policy{Mode: Auto})
-	h, pids := pythonHTTPWorkers(t, s, freePort(t), 2)
+	h, pids := pythonHTTPWorkers(t, s, testbin.FreePort(t), 2)
 	for i, pid := range pids {
 		checkFlags(t, "worker "+strconv.Itoa(i), pid, h, false, true)
 	}
@@ -229,7 +231,7 @@ func TestReducedModePython(t *testing.T) {
 		t.Errorf("held socket's SO_REUSEADDR is %d, want 1 (the reduced-mode default)", v)
 	}
 
-	other := freePort(t)
+	other := testbin.FreePort(t)
 	w := startWorker(t, s, 5, -1, nil, server("inet", "127.0.0.1", other, "--once", "--nonblock", "--inheritable")...)
 	pid := boundPid(t, w.line("bound"))
 	e := waitEvent(t, s, Bound, 5)
@@ -255,11 +257,11 @@ func TestReducedModeFamilyRules(t *testing.T) {
 		return
 	}
 	requireRoot(t)
-	requireTool(t, "python3")
+	testbin.Tool(t, "python3")
 	s, _ := newReducedSharer(t, Policy{Mode: Auto})
 	eaddrinuse := "error " + strconv.Itoa(int(unix.EADDRINUSE))
 	t.Run("inet after dual-stack is EADDRINUSE", func(t *testing.T) {
-		port := freePort(t)
+		port := testbin.FreePort(t)
 		startWorker(t, s, 0, -1, nil, server("dual", "::", port)...).line("bound")
 		if got := startWorker(t, s, 1, -1, nil, server("inet", "0.0.0.0", port)...).line(""); !strings.HasPrefix(got, eaddrinuse) {
 			t.Fatalf("AF_INET 0.0.0.0:%d next to a dual-stack [::]:%d: %q, want EADDRINUSE", port, port, got)
@@ -269,7 +271,7 @@ func TestReducedModeFamilyRules(t *testing.T) {
 		inetBesideV6only(t, s, 2, "inet", "v6only", "inet", "v6only")
 	})
 	t.Run("lone v6only takes the system default", func(t *testing.T) {
-		port := freePort(t)
+		port := testbin.FreePort(t)
 		w := startWorker(t, s, 6, -1, nil, server("v6only", "::", port, "--once")...)
 		w.line("bound")
 		e := waitEvent(t, s, Bound, 6)
@@ -278,7 +280,7 @@ func TestReducedModeFamilyRules(t *testing.T) {
 		}
 	})
 	t.Run("udp is the kernel's", func(t *testing.T) {
-		port := freePort(t)
+		port := testbin.FreePort(t)
 		before := heldCount(s)
 		startWorker(t, s, 7, -1, nil, server("udp", "0.0.0.0", port)...).line("bound")
 		if got := startWorker(t, s, 8, -1, nil, server("udp", "0.0.0.0", port)...).line(""); !strings.HasPrefix(got, eaddrinuse) {

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/goinit/goinit/internal/testbin"
 )
 
 func server(mode, host string, port int, opts ...string) []string {
@@ -36,8 +38,8 @@ func boundPid(t *testing.T, line string) int {
 // workers share an AF_INET held socket whose queue stays at goinit's.
 func TestPythonHTTPServerBacklogNotShrunk(t *testing.T) {
 	requireRoot(t)
-	requireTool(t, "python3")
-	port := freePort(t)
+	testbin.Tool(t, "python3")
+	port := testbin.FreePort(t)
 	s := newSharer(t, Policy{Mode: List, Ports: []uint16{uint16(port)}})
 	pythonHTTPWorkers(t, s, port, 2)
 }
@@ -88,10 +90,10 @@ func onlyHeld(t *testing.T, s *Sharer) *held {
 // conflicts are the kernel's own.
 func TestFamilyRules(t *testing.T) {
 	requireRoot(t)
-	requireTool(t, "python3")
+	testbin.Tool(t, "python3")
 	s := newSharer(t, Policy{Mode: Auto})
 	t.Run("inet after dual-stack is EADDRINUSE", func(t *testing.T) {
-		port := freePort(t)
+		port := testbin.FreePort(t)
 		startWorker(t, s, 0, -1, nil, server("dual", "::", port)...).line("bound")
 		got := startWorker(t, s, 1, -1, nil, server("inet", "0.0.0.0", port)...).line("")
 		if !strings.HasPrefix(got, "error "+strconv.Itoa(int(unix.EADDRINUSE))) {
@@ -102,7 +104,7 @@ func TestFamilyRules(t *testing.T) {
 		inetBesideV6only(t, s, 2, "inet", "v6only", "inet")
 	})
 	t.Run("dual-stack after v6only is EADDRINUSE", func(t *testing.T) {
-		port := freePort(t)
+		port := testbin.FreePort(t)
 		startWorker(t, s, 5, -1, nil, server("v6only", "::", port)...).line("bound")
 		got := startWorker(t, s, 6, -1, nil, server("dual", "::", port)...).line("")
 		if !strings.HasPrefix(got, "error "+strconv.Itoa(int(unix.EADDRINUSE))) {
@@ -117,7 +119,7 @@ func TestFamilyRules(t *testing.T) {
 // family, and that an AF_INET worker reads IPv4 client addresses.
 func inetBesideV6only(t *testing.T, s *Sharer, first int, modes ...string) {
 	t.Helper()
-	port := freePort(t)
+	port := testbin.FreePort(t)
 	before := heldCount(s)
 	var inet, inet6 []int
 	for i, mode := range modes {
@@ -146,8 +148,8 @@ func inetBesideV6only(t *testing.T, s *Sharer, first int, modes ...string) {
 // unlisted port, of UDP, of port 0 are decided as without goinit.
 func TestUnsharedBindsAreTheKernels(t *testing.T) {
 	requireRoot(t)
-	requireTool(t, "python3")
-	listed, other := freePort(t), freePort(t)
+	testbin.Tool(t, "python3")
+	listed, other := testbin.FreePort(t), testbin.FreePort(t)
 	s := newSharer(t, Policy{Mode: List, Ports: []uint16{uint16(listed)}})
 	eaddrinuse := "error " + strconv.Itoa(int(unix.EADDRINUSE))
 	t.Run("port not in the list", func(t *testing.T) {
@@ -179,9 +181,9 @@ func TestUnsharedBindsAreTheKernels(t *testing.T) {
 // the held socket too.
 func TestForkedChildGetsHeldSocket(t *testing.T) {
 	requireRoot(t)
-	requireTool(t, "python3")
+	testbin.Tool(t, "python3")
 	s := newSharer(t, Policy{Mode: Auto})
-	port := freePort(t)
+	port := testbin.FreePort(t)
 	a := startWorker(t, s, 0, -1, nil, server("inet", "0.0.0.0", port)...)
 	b := startWorker(t, s, 1, -1, nil, server("inet", "0.0.0.0", port, "--fork")...)
 	child := boundPid(t, b.line("bound"))
@@ -198,9 +200,9 @@ func TestForkedChildGetsHeldSocket(t *testing.T) {
 // goinit swallows it on held sockets.
 func TestShutdownOfHeldSocketIsSwallowed(t *testing.T) {
 	requireRoot(t)
-	requireTool(t, "python3")
+	testbin.Tool(t, "python3")
 	s := newSharer(t, Policy{Mode: Auto})
-	port := freePort(t)
+	port := testbin.FreePort(t)
 	a := startWorker(t, s, 0, -1, nil, server("inet", "127.0.0.1", port)...)
 	pid := boundPid(t, a.line("bound"))
 	b := startWorker(t, s, 1, -1, nil, server("inet", "127.0.0.1", port, "--shutdown-rd")...)
@@ -219,9 +221,9 @@ func TestShutdownOfHeldSocketIsSwallowed(t *testing.T) {
 // is what lets it install one) shares too.
 func TestNonRootWorker(t *testing.T) {
 	requireRoot(t)
-	requireTool(t, "python3")
+	testbin.Tool(t, "python3")
 	s := newSharer(t, Policy{Mode: Auto})
-	port := freePort(t)
+	port := testbin.FreePort(t)
 	var pids []int
 	for id := range 2 {
 		w := startWorker(t, s, id, 65534, nil, server("dual", "::", port)...)
@@ -241,9 +243,9 @@ func TestNonRootWorker(t *testing.T) {
 // When the last process of a worker is gone its loop ends with Detached.
 func TestDetachedWhenWorkerExits(t *testing.T) {
 	requireRoot(t)
-	requireTool(t, "python3")
+	testbin.Tool(t, "python3")
 	s := newSharer(t, Policy{Mode: Auto})
-	w := startWorker(t, s, 7, -1, nil, server("inet", "127.0.0.1", freePort(t))...)
+	w := startWorker(t, s, 7, -1, nil, server("inet", "127.0.0.1", testbin.FreePort(t))...)
 	w.line("bound")
 	w.stop()
 	start := time.Now()
@@ -257,12 +259,12 @@ func TestDetachedWhenWorkerExits(t *testing.T) {
 // the held ports.
 func TestCloseReleasesEverything(t *testing.T) {
 	requireRoot(t)
-	requireTool(t, "python3")
+	testbin.Tool(t, "python3")
 	s, err := New(Config{Policy: Policy{Mode: Auto}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	port := freePort(t)
+	port := testbin.FreePort(t)
 	startWorker(t, s, 0, -1, nil, server("inet", "127.0.0.1", port, "--once")...).line("bound")
 	done := make(chan struct{})
 	go func() { s.Close(); close(done) }()

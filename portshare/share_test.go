@@ -3,6 +3,8 @@ package portshare
 import (
 	"strconv"
 	"testing"
+
+	"github.com/goinit/goinit/internal/testbin"
 )
 
 const nodeServer = `const s = require('http').createServer((q, r) => r.end('pid ' + process.pid + ' port ' + s.address().port + '\n'));
@@ -12,9 +14,9 @@ s.listen(+process.argv[1], () => console.log('bound ' + s.address().port));`
 // workers share it, over IPv4 and IPv6, and each reports port P.
 func TestNodeWorkersShareDualStack(t *testing.T) {
 	requireRoot(t)
-	node := requireTool(t, "node")
+	node := testbin.Tool(t, "node")
 	s := newSharer(t, Policy{Mode: Auto})
-	port := freePort(t)
+	port := testbin.FreePort(t)
 	var pids []int
 	for id := range 3 {
 		w := startWorker(t, s, id, -1, nil, node, "-e", nodeServer, strconv.Itoa(port))
@@ -33,7 +35,7 @@ func TestNodeWorkersShareDualStack(t *testing.T) {
 func TestGoWorkersShareMPTCP(t *testing.T) {
 	requireRoot(t)
 	s := newSharer(t, Policy{Mode: Auto})
-	goWorkers(t, s, freePort(t), 2)
+	goWorkers(t, s, testbin.FreePort(t), 2)
 }
 
 // goWorkers starts n Go servers on ":port" and checks that each answers

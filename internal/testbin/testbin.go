@@ -139,3 +139,30 @@ func Answers(t testing.TB, sock string, timeout time.Duration, want ...string) {
 		delete(missing, reply)
 	}
 }
+
+// Tool returns the path of a program a test needs. Without it the test is
+// skipped, except when CI=true: CI installs it (scripts/install-deps.sh),
+// so a missing tool there is a failure, not a skip.
+func Tool(t testing.TB, name string) string {
+	t.Helper()
+	p, err := exec.LookPath(name)
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("%s is missing, and CI installs it (scripts/install-deps.sh): %v", name, err)
+		}
+		t.Skipf("%s is not installed", name)
+	}
+	return p
+}
+
+// FreePort returns a TCP port nothing listened on a moment ago, on any
+// address family.
+func FreePort(t testing.TB) int {
+	t.Helper()
+	l, err := net.Listen("tcp", ":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
