@@ -512,17 +512,6 @@ func (p *Pool) Active() int {
 	return n
 }
 
-// ReadyCount counts slots whose process is ready.
-func (p *Pool) ReadyCount() int {
-	n := 0
-	for _, s := range p.slots {
-		if s.cur != nil && s.cur.ready && s.State == Running {
-			n++
-		}
-	}
-	return n
-}
-
 // Failure is why the pool gave up (crash loop or permanent exit code), or
 // nil. The supervisor stops the other workers when it is set.
 func (p *Pool) Failure() *Failure { return p.failure }

@@ -223,6 +223,8 @@ func (s *supervisor) publish(now time.Time) {
 	if !now.Before(o.next) {
 		o.next = now.Add(publishInterval)
 		if o.usage != nil {
+			// Afresh each time: a slot scaled away leaves no stale entry.
+			o.cached = map[int]cgroup.Usage{}
 			for _, sl := range s.pool.Slots() {
 				if u, ok := o.usage(sl.ID); ok {
 					o.cached[sl.ID] = u

@@ -136,12 +136,9 @@ func TestMaxLifetime(t *testing.T) {
 	waitLogN(t, p, "recycling (max-lifetime 1s reached)", 1, 10*time.Second)
 	waitLogN(t, p, "replacement (pid", 1, 10*time.Second)
 	waitLogN(t, p, "replaced by pid", 1, 10*time.Second)
-	start := time.Now()
+	// And again for the replacement: the lifetime is each process's. The
+	// ±10% jitter is checked exactly, with time as a parameter, in cluster.
 	waitLogN(t, p, "recycling (max-lifetime 1s reached)", 2, 10*time.Second)
-	// ±10% jitter: the next one comes 0.9–1.1 s after its start.
-	if d := time.Since(start); d > 1500*time.Millisecond {
-		t.Errorf("second recycle after %s, want about 1s", d)
-	}
 }
 
 // TestWorkerMessages checks worker-to-worker delivery on the channel with

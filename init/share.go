@@ -60,9 +60,6 @@ func ownProc() error {
 	return nil
 }
 
-// clusterListened is the pool's name for a listen() on a shared port.
-const clusterListened = cluster.Listened
-
 // onShareEvent logs what the sharer reports and passes a worker's listen()
 // on a shared port to the pool as a readiness event.
 func (s *supervisor) onShareEvent(e portshare.Event) {
@@ -73,7 +70,7 @@ func (s *supervisor) onShareEvent(e portshare.Event) {
 		s.log.Debug(e.String(), "worker", e.Worker, "pid", e.Pid)
 		// The worker is ready when it or a process it started (npm start,
 		// a shell wrapper, a pre-fork master) listens.
-		s.pool.Ready(e.WorkerPid, clusterListened, time.Now())
+		s.pool.Ready(e.WorkerPid, cluster.Listened, time.Now())
 	case portshare.Detached:
 		if e.Err != nil {
 			s.log.Warn(e.String(), "worker", e.Worker, "pid", e.Pid)

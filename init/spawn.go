@@ -226,7 +226,6 @@ func (s *spawner) start(id, release int) (int, error) {
 		if handoff, err = portshare.NewHandoff(); err != nil {
 			return 0, fmt.Errorf("worker %d: %w", id, err)
 		}
-		defer handoff.Started()
 		opts.shareFD = 3 + len(files)
 		files = append(slices.Clip(files), handoff.Child())
 		if os.Getpid() != 1 {

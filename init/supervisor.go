@@ -75,8 +75,8 @@ type supervisor struct {
 	workersStarted bool
 	agentStopAt    time.Time // when the agent gets its stop signal; zero once sent
 
-	// op publishes snapshots and takes control requests; nil without
-	// --control or --health-addr.
+	// op publishes snapshots and takes control requests; nil with
+	// --control=off and no --health-addr.
 	op *operator
 }
 
