@@ -339,3 +339,11 @@ func TestEnv(t *testing.T) {
 		t.Fatal(string(got))
 	}
 }
+
+func TestNewLine(t *testing.T) {
+	for in, ok := range map[string]bool{`{"a":1}`: true, `"ready"`: true, `{"a":`: false, "{}\n{}": false, ``: false} {
+		if _, got := NewLine([]byte(in)); got != ok {
+			t.Errorf("NewLine(%q) ok = %v, want %v", in, got, ok)
+		}
+	}
+}

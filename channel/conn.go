@@ -53,11 +53,32 @@ func (c *Conn[K]) count(s stat) {
 // and counted. Send keeps line without copying it, so one line can be sent to many
 // children; the caller must not change it afterwards.
 func (c *Conn[K]) Send(line []byte) bool {
-	if !validLine(line) {
+	l, ok := NewLine(line)
+	if !ok {
 		c.hub.log.Debug(fmt.Sprintf("channel of %v: not sending a line that is not one JSON value", c.key))
 		c.count(statInvalid)
 		return false
 	}
+	return c.SendLine(l)
+}
+
+// Line is a line checked once by NewLine, so that a message sent to many
+// children (a broadcast of up to MaxLine bytes) is not validated again for
+// each of them.
+type Line struct{ b []byte }
+
+// NewLine checks b as Send does; ok is false when it is not one JSON value
+// without a newline.
+func NewLine(b []byte) (l Line, ok bool) {
+	if !validLine(b) {
+		return Line{}, false
+	}
+	return Line{b}, true
+}
+
+// SendLine is Send for a line already checked by NewLine.
+func (c *Conn[K]) SendLine(l Line) bool {
+	line := l.b
 	n := len(line) + 1
 	if n > c.maxSize {
 		c.hub.log.Debug(fmt.Sprintf("channel of %v: dropped a %d-byte message, over the %d-byte queue bound", c.key, n, c.maxSize))

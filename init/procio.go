@@ -177,10 +177,16 @@ func (s *supervisor) route(from *procLink, to, data json.RawMessage) {
 	s.deliver(d, conns)
 }
 
+// deliver sends d's envelope, checked once, to each of its recipients.
 func (s *supervisor) deliver(d relay.Delivery, conns map[relay.Peer]*channel.Conn[uint64]) {
+	line, ok := channel.NewLine(d.Envelope)
+	if !ok {
+		s.log.Debug("not relaying a message that is not one JSON line")
+		return
+	}
 	for _, p := range d.To {
 		if c, ok := conns[p]; ok {
-			c.Send(d.Envelope)
+			c.SendLine(line)
 		}
 	}
 }
