@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -38,12 +37,6 @@ type served struct {
 // keep answering, goinit starts a new agent without restarting them, and
 // they serve the new agent's versions.
 func TestAgentExample(t *testing.T) {
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("this test needs root (a PID namespace), and CI runs as root")
-		}
-		t.Skip("needs root (a PID namespace)")
-	}
 	t.Run("node", func(t *testing.T) {
 		// nodeScript looks in examples/nodeserver; the example is beside it.
 		app := nodeScript(t, filepath.Join("..", "agent", "node", "app.js"))
@@ -58,14 +51,11 @@ func TestAgentExample(t *testing.T) {
 }
 
 func runAgentExample(t *testing.T, agent string, app []string) {
-	port := freeDualStackPort(t)
-	argv := append([]string{testbin.Goinit(t), "--workers=2", "--ready=message", "--agent=" + agent,
-		"--restart-delay=50ms", "--stop-timeout=5s", "--"}, app...)
-	cmd := exec.Command(testbin.Build(t, "./init/testdata/procns"), argv...)
+	port := testbin.FreePort(t)
 	// A tick of 200 ms lets a burst of requests see both workers between
 	// two versions, even on a busy machine.
-	cmd.Env = environ("PORT="+strconv.Itoa(port), "INTERVAL_MS=200")
-	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWPID | syscall.CLONE_NEWNS, Pdeathsig: syscall.SIGKILL}
+	cmd := goinitPID1(t, []string{"PORT=" + strconv.Itoa(port), "INTERVAL_MS=200"},
+		append([]string{"--workers=2", "--ready=message", "--agent=" + agent, "--restart-delay=50ms", "--stop-timeout=5s", "--"}, app...)...)
 	p := start(t, cmd)
 	sup := cmd.Process.Pid // procns execs goinit
 

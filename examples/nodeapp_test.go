@@ -6,12 +6,10 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -27,22 +25,10 @@ import (
 // socket that goinit holds and each worker has at its own descriptor.
 // SIGTERM drains both and goinit exits 0.
 func TestNodeAppSharedPort(t *testing.T) {
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("this test needs root (a PID namespace), and CI runs as root")
-		}
-		t.Skip("needs root (a PID namespace)")
-	}
 	// nodeScript looks in examples/nodeserver; the app is its sibling.
 	node := nodeScript(t, filepath.Join("..", "nodeapp", "app.js"))
-	port := freeDualStackPort(t)
-	// procns, started in new PID and mount namespaces, mounts a /proc of
-	// the new namespace and execs goinit, which stays PID 1: as in a
-	// container, where goinit reads its workers in /proc.
-	argv := append([]string{testbin.Goinit(t), "--workers=2", "--log-level=debug", "--"}, node...)
-	cmd := exec.Command(testbin.Build(t, "./init/testdata/procns"), argv...)
-	cmd.Env = environ("PORT=" + strconv.Itoa(port))
-	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWPID | syscall.CLONE_NEWNS, Pdeathsig: syscall.SIGKILL}
+	port := testbin.FreePort(t) // free on 0.0.0.0 and [::], as listen(port) needs
+	cmd := goinitPID1(t, []string{"PORT=" + strconv.Itoa(port)}, append([]string{"--workers=2", "--log-level=debug", "--"}, node...)...)
 	p := start(t, cmd)
 
 	want := map[string]bool{} // "worker ID pid PID" of each worker
@@ -79,18 +65,6 @@ func TestNodeAppSharedPort(t *testing.T) {
 	if drained != 2 {
 		t.Errorf("%d workers logged that they drained, want 2", drained)
 	}
-}
-
-// freeDualStackPort returns a TCP port free a moment ago on both 0.0.0.0
-// and [::], as the app's listen(port) needs.
-func freeDualStackPort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", ":0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
 
 // answersFrom asks addr over new connections until every reply in want has

@@ -214,6 +214,25 @@ func checkRoutes(t *testing.T, base, server, worker string, pid int) {
 	}
 }
 
+// goinitPID1 returns the command that runs goinit with args as PID 1 of
+// new PID and mount namespaces, as in a container: procns mounts a /proc
+// of the new namespace, where goinit reads its workers, and execs goinit,
+// which stays PID 1 (so the command's pid is goinit's). It needs root: the
+// test fails without it under CI=true, and is skipped elsewhere.
+func goinitPID1(t *testing.T, env []string, args ...string) *exec.Cmd {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("this test needs root (a PID namespace), and CI runs as root")
+		}
+		t.Skip("needs root (a PID namespace)")
+	}
+	cmd := exec.Command(testbin.Build(t, "./init/testdata/procns"), append([]string{testbin.Goinit(t)}, args...)...)
+	cmd.Env = environ(env...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWPID | syscall.CLONE_NEWNS, Pdeathsig: syscall.SIGKILL}
+	return cmd
+}
+
 func goServer(t *testing.T) string { return testbin.Build(t, "./examples/goserver") }
 
 // nodeScript returns the node command for a script in examples/nodeserver.
