@@ -5,12 +5,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -130,40 +128,17 @@ func waitSameConfig(t *testing.T, addr string, workers map[string]int, agent, af
 // latest answer of each.
 func askAll(t *testing.T, addr string, workers map[string]int) map[string]served {
 	t.Helper()
-	client := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
-	defer client.CloseIdleConnections()
 	got := map[string]served{}
-	var mu sync.Mutex
-	var errs []error
-	for burst := 0; len(got) < len(workers) && burst < 50; burst++ {
-		var wg sync.WaitGroup
-		for range 4 {
-			wg.Go(func() {
-				var s served
-				resp, err := client.Get("http://" + addr + "/config")
-				if err == nil {
-					err = json.NewDecoder(resp.Body).Decode(&s)
-					resp.Body.Close()
-				}
-				mu.Lock()
-				defer mu.Unlock()
-				if err != nil {
-					errs = append(errs, err)
-					return
-				}
-				got[s.Worker] = s
-			})
+	inBursts(t, "http://"+addr+"/config", func(body []byte) {
+		var s served
+		if err := json.Unmarshal(body, &s); err != nil {
+			t.Fatalf("GET http://%s/config = %q: %v", addr, body, err)
 		}
-		wg.Wait()
-		if len(errs) > 0 {
-			t.Fatalf("GET http://%s/config: %v", addr, errs)
+		if pid, ok := workers[s.Worker]; !ok || pid != s.PID {
+			t.Fatalf("GET http://%s/config answered by worker %q pid %d; the workers are %v (a worker was restarted?)", addr, s.Worker, s.PID, workers)
 		}
-		for id, s := range got {
-			if pid, ok := workers[id]; !ok || pid != s.PID {
-				t.Fatalf("GET http://%s/config answered by worker %q pid %d; the workers are %v (a worker was restarted?)", addr, id, s.PID, workers)
-			}
-		}
-	}
+		got[s.Worker] = s
+	}, func() bool { return len(got) == len(workers) })
 	if len(got) < len(workers) {
 		t.Fatalf("on %s only workers %v answered within 200 requests; want all of %v", addr, got, workers)
 	}

@@ -1,17 +1,13 @@
 package examples_test
 
 import (
-	"bufio"
 	"fmt"
 	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
-	"time"
 
 	"github.com/goinit/goinit/internal/testbin"
 )
@@ -73,41 +69,14 @@ func TestNodeAppSharedPort(t *testing.T) {
 // one. A reply that is not in want fails the test at once.
 func answersFrom(t *testing.T, addr string, want map[string]bool) {
 	t.Helper()
-	client := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
-	defer client.CloseIdleConnections()
 	seen := map[string]bool{}
-	var mu sync.Mutex
-	var errs []error
-	for burst := 0; len(seen) < len(want) && burst < 50; burst++ {
-		var wg sync.WaitGroup
-		for range 4 {
-			wg.Go(func() {
-				resp, err := client.Get("http://" + addr + "/")
-				var body string
-				if err == nil {
-					b, rerr := bufio.NewReader(resp.Body).ReadString('\n')
-					resp.Body.Close()
-					body, err = strings.TrimSpace(b), rerr
-				}
-				mu.Lock()
-				defer mu.Unlock()
-				if err != nil {
-					errs = append(errs, err)
-					return
-				}
-				seen[body] = true
-			})
+	inBursts(t, "http://"+addr+"/", func(body []byte) {
+		reply := strings.TrimSpace(string(body))
+		if !want[reply] {
+			t.Fatalf("GET http://%s/ = %q, not one of the workers %v", addr, reply, want)
 		}
-		wg.Wait()
-		if len(errs) > 0 {
-			t.Fatalf("GET http://%s/: %v", addr, errs)
-		}
-		for s := range seen {
-			if !want[s] {
-				t.Fatalf("GET http://%s/ = %q, not one of the workers %v", addr, s, want)
-			}
-		}
-	}
+		seen[reply] = true
+	}, func() bool { return len(seen) == len(want) })
 	if len(seen) < len(want) {
 		t.Fatalf("on %s only %v answered within 200 requests; want all of %v", addr, seen, want)
 	}

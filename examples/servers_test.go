@@ -7,6 +7,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -211,6 +212,39 @@ func checkRoutes(t *testing.T, base, server, worker string, pid int) {
 	}
 	if st.PID != pid || st.Worker != worker || st.Requests != 3 {
 		t.Errorf("GET /stats = %+v, want pid %d, worker %q, 3 requests", st, pid, worker)
+	}
+}
+
+// inBursts GETs url over new connections in bursts of 4 concurrent
+// requests, at most 50 bursts, until done reports true, and hands each
+// body to check (one at a time, on the test's goroutine). The bursts are
+// there because with one shared socket an idle worker that wins one
+// accept tends to win every sequential one.
+func inBursts(t *testing.T, url string, check func(body []byte), done func() bool) {
+	t.Helper()
+	client := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	defer client.CloseIdleConnections()
+	for burst := 0; !done() && burst < 50; burst++ {
+		bodies := make([][]byte, 4)
+		errs := make([]error, 4)
+		var wg sync.WaitGroup
+		for i := range 4 {
+			wg.Go(func() {
+				resp, err := client.Get(url)
+				if err == nil {
+					bodies[i], err = io.ReadAll(resp.Body)
+					resp.Body.Close()
+				}
+				errs[i] = err
+			})
+		}
+		wg.Wait()
+		if err := errors.Join(errs...); err != nil {
+			t.Fatalf("GET %s: %v", url, err)
+		}
+		for _, b := range bodies {
+			check(b)
+		}
 	}
 }
 
