@@ -36,8 +36,10 @@ type operator struct {
 
 	reloads  state.Reloads
 	restarts map[procKey]*state.Restarts
-	waiters  []control.Request // reload --wait, answered when it ends
-	sockets  []state.Socket
+	// waiters are reload --wait requests for the reload in progress;
+	// queued ones asked during it, for the reload that follows it.
+	waiters, queued []control.Request
+	sockets         []state.Socket
 	// held lists the sockets goinit holds for the workers' own binds;
 	// nil without --share-ports.
 	held func() []state.Socket
@@ -107,6 +109,19 @@ func (o *operator) onPoolEvent(role string, e cluster.Event) {
 			w.Respond(resp)
 		}
 		o.waiters = nil
+		if e.Kind == cluster.ReloadDone {
+			// The queued reload starts right after this event, within
+			// the same call into the pool, and its end answers these.
+			o.waiters, o.queued = o.queued, nil
+			break
+		}
+		// A rolled-back or stopped reload drops the one queued behind it.
+		dropped := control.Response{Result: control.ReloadRolledBack,
+			Err: fmt.Errorf("not reloaded: the reload this one waited behind ended first (%s); reload again", e.Reason)}
+		for _, w := range o.queued {
+			w.Respond(dropped)
+		}
+		o.queued = nil
 	}
 }
 
@@ -126,8 +141,13 @@ func (s *supervisor) onControl(r control.Request) {
 	case control.CmdReload:
 		// A waiter is registered first: a reload of workers that are
 		// ready at exec can end within Reload itself, and answer it then.
+		// One asked during a reload waits for the reload that follows.
 		if r.Args.Wait {
-			s.op.waiters = append(s.op.waiters, r)
+			if s.pool.Reloading() {
+				s.op.queued = append(s.op.queued, r)
+			} else {
+				s.op.waiters = append(s.op.waiters, r)
+			}
 		}
 		switch s.pool.Reload(now) {
 		case cluster.ReloadRefused:

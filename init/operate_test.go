@@ -44,20 +44,30 @@ func status(t *testing.T, sock string) state.Snapshot {
 	return s
 }
 
+// startControlled starts goinit as PID 1 with 2 workers running release 1
+// of a script, a control socket and extra flags, and waits until both
+// answer on the returned port.
+func startControlled(t *testing.T, flags ...string) (p *proc, sock, script string, port int) {
+	t.Helper()
+	dir := t.TempDir()
+	sock = filepath.Join(dir, "control.sock")
+	port = testbin.FreePort(t)
+	script = filepath.Join(dir, "serve")
+	writeRelease(t, script, "1", "")
+	args := append([]string{"--workers=2", "--control=" + sock}, flags...)
+	p = start(t, runOpts{pid1: true, env: []string{fmt.Sprintf("APP_ADDR=127.0.0.1:%d", port)}},
+		append(args, "--", script)...)
+	t.Cleanup(func() { p.cmd.Process.Signal(syscall.SIGKILL) })
+	answeringPids(t, "tcp", fmt.Sprintf("127.0.0.1:%d", port), 2)
+	return p, sock, script, port
+}
+
 // TestControlCLI drives a running goinit with the same binary as client:
 // status (table and JSON), reload --wait (exit 0, and 4 when a bad release
 // rolls back), scale, restart and signal.
 func TestControlCLI(t *testing.T) {
 	requireRoot(t)
-	dir := t.TempDir()
-	sock := filepath.Join(dir, "control.sock")
-	port := testbin.FreePort(t)
-	script := filepath.Join(dir, "serve")
-	writeRelease(t, script, "1", "")
-	p := start(t, runOpts{pid1: true, env: []string{fmt.Sprintf("APP_ADDR=127.0.0.1:%d", port)}},
-		"--workers=2", "--ready-timeout=2s", "--control="+sock, "--", script)
-	defer p.cmd.Process.Signal(syscall.SIGKILL)
-	answeringPids(t, "tcp", fmt.Sprintf("127.0.0.1:%d", port), 2)
+	p, sock, script, port := startControlled(t, "--ready-timeout=2s")
 
 	code, out := cli(t, sock, "status")
 	if code != 0 || !strings.Contains(out, "2 of 2 workers ready") || !strings.Contains(out, "worker  0") {
@@ -232,5 +242,37 @@ func TestReloadWaitReadyAtExec(t *testing.T) {
 		}
 	case <-time.After(20 * time.Second):
 		t.Fatal("reload --wait never answered")
+	}
+}
+
+// TestQueuedReloadWaitGetsItsOwnResult: a `reload --wait` asked while a
+// reload is in progress is queued, and is answered when the reload that
+// follows has ended, not with the result of the one it waited behind.
+func TestQueuedReloadWaitGetsItsOwnResult(t *testing.T) {
+	requireRoot(t)
+	_, sock, script, _ := startControlled(t, "--ready-timeout=10s")
+
+	// Each replacement takes a second before it binds: the first reload
+	// is still replacing workers when the second is asked for.
+	writeRelease(t, script, "2", "sleep 1; APP_VERSION=2 exec "+bindServer(t))
+	if code, out := cli(t, sock, "reload"); code != 0 {
+		t.Fatalf("reload: exit %d %q", code, out)
+	}
+	code, out := cli(t, sock, "reload", "--wait")
+	if code != 0 || !strings.Contains(out, "with release 2") {
+		t.Fatalf("queued reload --wait: exit %d %q, want the end of release 2", code, out)
+	}
+	if s := status(t, sock); s.Reloads.Succeeded != 2 || s.Pool.Reloading {
+		t.Fatalf("when the queued reload --wait was answered: %d reloads succeeded (reloading %v), want 2 done",
+			s.Reloads.Succeeded, s.Pool.Reloading)
+	}
+
+	// Behind a reload that rolls back, the queued one is dropped.
+	writeRelease(t, script, "", "sleep 1; exit 3")
+	if code, out := cli(t, sock, "reload"); code != 0 {
+		t.Fatalf("reload of a bad release: exit %d %q", code, out)
+	}
+	if code, out := cli(t, sock, "reload", "--wait"); code != 4 || !strings.Contains(out, "not reloaded") {
+		t.Fatalf("reload --wait queued behind a rollback: exit %d %q, want 4", code, out)
 	}
 }
