@@ -76,6 +76,22 @@ func (p *Pool) Reload(now time.Time) ReloadState {
 	return ReloadStarted
 }
 
+// NeedsRelease reports whether a start may still run release n: it is a
+// slot's own (a restart after a crash, or a recycle, runs it again), the
+// release of the reload in progress, or that of the last complete reload,
+// which a new slot runs. Any other release can be let go.
+func (p *Pool) NeedsRelease(n int) bool {
+	if n == p.latest || (p.reload != nil && n == p.reload.release) {
+		return true
+	}
+	for _, s := range p.slots {
+		if s.Release == n {
+			return true
+		}
+	}
+	return false
+}
+
 // Reloading reports whether a reload is in progress.
 func (p *Pool) Reloading() bool { return p.reload != nil }
 

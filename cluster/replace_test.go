@@ -208,8 +208,15 @@ func TestReloadRollsBackWhenAReplacementExits(t *testing.T) {
 			t.Errorf("reload failure %q does not say %q", msg, want)
 		}
 	}
+	// Slots 1 and 2 restart release 0 after a crash, slot 0 release 1.
+	if !p.NeedsRelease(0) || !p.NeedsRelease(1) {
+		t.Fatalf("after the rollback: needs release 0 %v, 1 %v; want both", p.NeedsRelease(0), p.NeedsRelease(1))
+	}
 	// Fixed: a second reload succeeds.
 	p.Reload(t0.Add(2 * time.Second))
+	if !p.NeedsRelease(2) {
+		t.Fatal("the release of the reload in progress is not needed")
+	}
 	for range 3 {
 		for _, s := range p.Slots() {
 			if s.Successor != 0 {
@@ -221,6 +228,10 @@ func TestReloadRollsBackWhenAReplacementExits(t *testing.T) {
 	}
 	if kinds(ev, ReloadDone) != 1 {
 		t.Fatalf("second reload: events %v", ev)
+	}
+	if p.NeedsRelease(0) || p.NeedsRelease(1) || !p.NeedsRelease(2) {
+		t.Fatalf("after the reload: needs releases 0, 1, 2: %v %v %v; want only 2",
+			p.NeedsRelease(0), p.NeedsRelease(1), p.NeedsRelease(2))
 	}
 }
 

@@ -299,11 +299,8 @@ func TestRollbackRunsThePinnedBinary(t *testing.T) {
 	waitLogN(t, p, "reload failed", 1, 20*time.Second)
 	for pid := range pids {
 		host := hostPid(t, p.cmd.Process.Pid, pid)
-		fds, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", host))
-		for _, fd := range fds {
-			if target, _ := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", host, fd.Name())); strings.HasPrefix(target, bin) {
-				t.Errorf("worker pid %d holds its own binary open at fd %s", pid, fd.Name())
-			}
+		if got := pinned(host, bin); len(got) != 0 {
+			t.Errorf("worker pid %d holds its own binary open: %v", pid, got)
 		}
 		syscall.Kill(host, syscall.SIGKILL)
 		break
@@ -314,6 +311,37 @@ func TestRollbackRunsThePinnedBinary(t *testing.T) {
 	if strings.Contains(p.errText(), "crash-looping") {
 		t.Fatalf("the restart ran the broken file:\n%s", p.errText())
 	}
+	// The rolled-back release is let go; the one the workers run is kept.
+	goinit := p.cmd.Process.Pid
+	if got := pinned(goinit, bin); got[bin] != 0 || got[bin+" (deleted)"] != 1 {
+		t.Fatalf("after the rollback goinit holds %v, want only the replaced first binary", got)
+	}
+
+	// A fixed release reloads; the first binary, deleted, is let go too.
+	if err := os.WriteFile(broken, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(broken, bin); err != nil {
+		t.Fatal(err)
+	}
+	p.signal(syscall.SIGHUP)
+	waitLogN(t, p, "reload complete", 1, 20*time.Second)
+	if got := pinned(goinit, bin); got[bin] != 1 || got[bin+" (deleted)"] != 0 {
+		t.Fatalf("after a reload goinit holds %v, want only the release the workers run", got)
+	}
+}
+
+// pinned counts process pid's descriptors by target, for the targets that
+// start with path (a deleted file's ends in " (deleted)").
+func pinned(pid int, path string) map[string]int {
+	got := map[string]int{}
+	fds, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	for _, fd := range fds {
+		if target, _ := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", pid, fd.Name())); strings.HasPrefix(target, path) {
+			got[target]++
+		}
+	}
+	return got
 }
 
 // TestScriptWorkerKeepsItsName checks that a script run as a worker sees

@@ -125,6 +125,19 @@ func (s *spawner) newRelease() (int, error) {
 	return len(s.releases) - 1, nil
 }
 
+// forget closes the pins of the releases that needed says no start can
+// run any more. An open descriptor keeps a replaced binary's blocks on
+// disk, and a pin per reload would pile up; a forgotten release keeps its
+// path, in case it is asked for after all.
+func (s *spawner) forget(needed func(int) bool) {
+	for n := range s.releases {
+		if r := &s.releases[n]; r.pin != nil && !needed(n) {
+			r.pin.Close()
+			r.pin = nil
+		}
+	}
+}
+
 // release returns release n, pinning release 0 the first time.
 func (s *spawner) release(n int) release {
 	if len(s.releases) == 0 {

@@ -47,7 +47,7 @@ func newSupervisor(cfg *config, log *slog.Logger, r *reaper.Reaper, sigc chan os
 		Quiet:   !cfg.clusterMode && cfg.policy.Restart == cluster.RestartNever,
 		Ready:   ready, StopSignal: cfg.stopSignal, Group: cfg.groupScope, StopTimeout: cfg.stopTimeout,
 		Surge: cfg.reloadSurge, Release: sp.newRelease, Watchdog: cfg.watchdog, MaxLifetime: cfg.maxLifetime,
-		OnEvent: func(e cluster.Event) { sup.onPoolEvent("worker", e) },
+		OnEvent: func(e cluster.Event) { sup.onPoolEvent("worker", e); forgetReleases(&sp, sup.pool, e) },
 	})
 	sp.workers = sup.pool.Workers
 	if cfg.agent != nil {
@@ -64,7 +64,7 @@ func newSupervisor(cfg *config, log *slog.Logger, r *reaper.Reaper, sigc chan os
 			Explain: env.agentExplain,
 			Ready:   cfg.agentReady, StopSignal: cfg.stopSignal, Group: cfg.groupScope, StopTimeout: cfg.stopTimeout,
 			Release: ag.newRelease, Watchdog: cfg.watchdog,
-			OnEvent: func(e cluster.Event) { sup.onPoolEvent("agent", e) },
+			OnEvent: func(e cluster.Event) { sup.onPoolEvent("agent", e); forgetReleases(&ag, sup.agent, e) },
 		})
 	}
 	if env.sharer != nil {
@@ -150,4 +150,12 @@ func operate(ctx context.Context, cfg *config, log *slog.Logger, sup *supervisor
 		log.Info(fmt.Sprintf("serving /healthz, /readyz and /metrics on http://%s", hl.Addr()))
 	}
 	return nil
+}
+
+// forgetReleases lets go of the releases a pool no longer needs once a
+// reload has ended, whether it succeeded or rolled back.
+func forgetReleases(sp *spawner, pool *cluster.Pool, e cluster.Event) {
+	if e.Kind == cluster.ReloadDone || e.Kind == cluster.ReloadFailed {
+		sp.forget(pool.NeedsRelease)
+	}
 }
