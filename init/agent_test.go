@@ -2,6 +2,8 @@ package main
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -10,6 +12,7 @@ import (
 	"time"
 
 	"github.com/goinit/goinit/internal/testbin"
+	"github.com/goinit/goinit/state"
 )
 
 // agentWorkerApp is one Node program for both roles, unmodified-style:
@@ -209,17 +212,41 @@ func TestAgentBadInput(t *testing.T) {
 	}
 }
 
-// TestAgentLimits checks --agent-memory-limit: the agent runs in a cgroup
-// of its own, its OOM kill is reported as such and it is restarted, while
-// the workers, under their own limit, keep running.
+// TestAgentLimits checks the --agent-*-limit flags: the agent runs in a
+// cgroup of its own with its CPU and pids limits, its OOM kill is reported
+// as such, counted in `goinit status`, and it is restarted, while the
+// workers, under their own limit, keep running.
 func TestAgentLimits(t *testing.T) {
 	requireCgroupV1(t)
 	testbin.Tool(t, "python3")
+	sock := filepath.Join(t.TempDir(), "control.sock")
 	agent := `python3 -c 'import time; time.sleep(0.5); b = bytearray(64 << 20); time.sleep(1000)'`
 	p := start(t, runOpts{pid1: true}, "--workers=2", "--memory-limit=128Mi", "--agent="+agent, "--agent-memory-limit=32Mi",
+		"--agent-cpu-limit=0.5", "--agent-pids-limit=16", "--control="+sock,
 		"--agent-ready=exec", "--restart-delay=50ms", "--", "sleep", "1000")
 	defer p.cmd.Process.Signal(syscall.SIGKILL)
 	waitLogN(t, p, "agent limits: memory 32MiB", 1, 10*time.Second)
+	var agentPid int
+	eventually(t, 10*time.Second, "the agent process", func() bool {
+		for k := range descendants(p.cmd.Process.Pid) {
+			// Not goinit's shim, whose argv ends in the agent's.
+			if b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", k)); strings.HasSuffix(strings.Split(string(b), "\x00")[0], "python3") {
+				agentPid = k
+				return true
+			}
+		}
+		return false
+	})
+	cpuDir, pidsDir := v1Dir(t, agentPid, "cpu"), v1Dir(t, agentPid, "pids")
+	if !strings.HasSuffix(cpuDir, "/agent") {
+		t.Errorf("the agent's cpu cgroup is %s, want one named agent", cpuDir)
+	}
+	if q := readInt(t, cpuDir+"/cpu.cfs_quota_us"); q != 50000 {
+		t.Errorf("agent cpu.cfs_quota_us = %d, want 50000 for --agent-cpu-limit=0.5", q)
+	}
+	if n := readInt(t, pidsDir+"/pids.max"); n != 16 {
+		t.Errorf("agent pids.max = %d, want 16", n)
+	}
 	waitLogN(t, p, "killed by the OOM killer (memory limit 32MiB)", 1, 20*time.Second)
 	waitLogN(t, p, "agent started", 2, 10*time.Second)
 	if strings.Count(p.errText(), "worker 0 started") != 1 {
@@ -228,6 +255,14 @@ func TestAgentLimits(t *testing.T) {
 	if !strings.Contains(p.errText(), `msg="agent (pid`) {
 		t.Fatalf("the OOM line does not name the agent:\n%s", p.errText())
 	}
+	eventually(t, 10*time.Second, "the agent's OOM kill and memory in goinit status", func() bool {
+		for _, pr := range status(t, sock).Processes {
+			if pr.Role == state.RoleAgent {
+				return pr.HasCgroup && pr.OOMKills == 1 && pr.MemoryBytes > 0
+			}
+		}
+		return false
+	})
 }
 
 // TestAgentGoneBeforeReady checks that goinit ends, with the agent's

@@ -245,9 +245,16 @@ func (s *supervisor) publish(now time.Time) {
 		if o.usage != nil {
 			// Afresh each time: a slot scaled away leaves no stale entry.
 			o.cached = map[int]cgroup.Usage{}
+			ids := []int{}
 			for _, sl := range s.pool.Slots() {
-				if u, ok := o.usage(sl.ID); ok {
-					o.cached[sl.ID] = u
+				ids = append(ids, sl.ID)
+			}
+			if s.agent != nil {
+				ids = append(ids, agentID)
+			}
+			for _, id := range ids {
+				if u, ok := o.usage(id); ok {
+					o.cached[id] = u
 				}
 			}
 		}
@@ -272,20 +279,24 @@ func (s *supervisor) publish(now time.Time) {
 	if !s.cfg.clusterMode {
 		role = state.RoleCommand
 	}
-	for _, sl := range s.pool.Slots() {
-		p := s.process(role, sl, o.restarts[procKey{"worker", sl.ID}])
-		p.OOMKills = ooms[sl.ID]
-		if u, ok := o.cached[sl.ID]; ok {
+	// withCgroup adds what the cgroup of slot id (agentID for the agent)
+	// says to p.
+	withCgroup := func(p state.Process, id int) state.Process {
+		p.OOMKills = ooms[id]
+		if u, ok := o.cached[id]; ok {
 			p.HasCgroup, p.MemoryBytes, p.CPUSeconds = true, uint64(max(u.MemoryBytes, 0)), u.CPUTime.Seconds()
 		}
-		snap.Processes = append(snap.Processes, p)
+		return p
+	}
+	for _, sl := range s.pool.Slots() {
+		snap.Processes = append(snap.Processes, withCgroup(s.process(role, sl, o.restarts[procKey{"worker", sl.ID}]), sl.ID))
 	}
 	for _, pid := range s.pool.Draining() {
 		id, _ := s.pool.WorkerOf(pid)
 		snap.Processes = append(snap.Processes, state.Process{Role: role, ID: id, PID: pid, State: state.StateDraining})
 	}
 	if s.agent != nil {
-		snap.Processes = append(snap.Processes, s.process(state.RoleAgent, s.agent.Slots()[0], o.restarts[procKey{"agent", 0}]))
+		snap.Processes = append(snap.Processes, withCgroup(s.process(state.RoleAgent, s.agent.Slots()[0], o.restarts[procKey{"agent", 0}]), agentID))
 	}
 	if s.io != nil {
 		snap.Messages = s.io.messages()
