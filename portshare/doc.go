@@ -35,17 +35,25 @@
 //     IPV6_V6ONLY, O_NONBLOCK and close-on-exec flag, then checks
 //     that the notification is still valid (SECCOMP_IOCTL_NOTIF_ID_VALID)
 //     before it trusts any of it. A TCP bind to a shared port gets the held
-//     socket of exactly its (family, address, port, protocol, v6only),
-//     created, bound and listening the first time anyone asks. goinit
-//     installs it at the caller's descriptor number
+//     socket of exactly its (family, address, port, protocol, v6only), if
+//     there is one: goinit installs it at the caller's descriptor number
 //     (SECCOMP_IOCTL_NOTIF_ADDFD with SECCOMP_ADDFD_FLAG_SETFD, keeping its
 //     close-on-exec flag), which closes the caller's own socket, and
-//     answers 0. If binding a new held socket fails, the caller's bind
-//     fails with that errno. Everything else is answered
-//     SECCOMP_USER_NOTIF_FLAG_CONTINUE: the kernel runs the bind as if
-//     goinit were not there.
+//     answers 0. If there is none, the bind is the kernel's
+//     (SECCOMP_USER_NOTIF_FLAG_CONTINUE) and goinit notes the caller's
+//     socket as bound to a shared address. A second bind of that address
+//     while the first socket is bound but not listening, which the kernel
+//     would refuse, is given that socket, which goinit then holds.
+//     Everything else is answered SECCOMP_USER_NOTIF_FLAG_CONTINUE: the
+//     kernel runs the bind as if goinit were not there.
+//   - listen on a socket noted at bind: goinit takes a copy of it, listens
+//     on it with the larger of the worker's backlog and its own, and holds
+//     it from then on: the first listener's own socket is the held socket
+//     of its address. Only a socket that listens is held, so a client that
+//     binds a fixed local port before connect, or a bind-and-close probe of
+//     a free port, is never affected.
 //   - listen on a held socket: the backlog becomes the largest anyone asked
-//     for, never smaller, and the answer is 0. It is reported as
+//     for, never smaller, and the answer is 0. Both are reported as
 //     [Listening], the worker's readiness on that address.
 //   - shutdown(SHUT_RD or SHUT_RDWR) on a held socket is answered 0 and not
 //     done: on a listener it would stop accepting for every worker.
@@ -64,29 +72,28 @@
 //     privileged port the worker itself may not bind are the kernel's.
 //   - An AF_INET bind never gets an AF_INET6 socket: a dual-stack [::]
 //     socket would give the worker sockaddr_in6 client addresses where it
-//     expects sockaddr_in. Because the held sockets are bound and listening
-//     in goinit, a new one is judged by the kernel against them: AF_INET
-//     0.0.0.0:P next to a dual-stack [::]:P is EADDRINUSE, as between two
-//     processes without goinit; 0.0.0.0:P and a v6only [::]:P are two held
-//     sockets. TCP and MPTCP are one address space, so a worker of either
-//     gets a socket held for the other.
-//   - From the socket a held socket replaces, the first binder's
-//     SO_REUSEADDR, SO_REUSEPORT, SO_KEEPALIVE, SO_RCVBUF, SO_SNDBUF,
-//     TCP_NODELAY, TCP_DEFER_ACCEPT, TCP_FASTOPEN are copied when they
-//     differ from a fresh socket's (copying a default SO_RCVBUF would turn
-//     off buffer autotuning), and IPV6_V6ONLY decides the key. Other
-//     options set before bind (SO_LINGER, IP_TOS, TCP_MAXSEG,
-//     TCP_CONGESTION, SO_MARK, IP_FREEBIND, socket filters, ...) are lost;
-//     options set after bind apply to the held socket itself, shared by all.
-//     O_NONBLOCK belongs to the shared open socket: each binder sets it as
-//     it had it, as with LISTEN_FDS.
+//     expects sockaddr_in. A bind that finds no held socket of its exact
+//     key is the kernel's, judged against the held sockets, which are
+//     bound and listening: AF_INET 0.0.0.0:P next to a dual-stack [::]:P
+//     is EADDRINUSE, as between two processes without goinit; 0.0.0.0:P
+//     and a v6only [::]:P are two held sockets. TCP and MPTCP are one
+//     address space, so a worker of either gets a socket held for the
+//     other.
+//   - The held socket is the first listener's own, with every option it
+//     set. A later worker's socket is replaced by it at bind, so options
+//     that worker set before bind are lost; options set after bind apply
+//     to the held socket itself, shared by all. O_NONBLOCK belongs to the
+//     shared open socket: each binder sets it as it had it, as with
+//     LISTEN_FDS.
 //
 // # Reduced mode
 //
 // Docker's (moby's) default seccomp profile, and containerd's
 // RuntimeDefault, allow pidfd_getfd only with CAP_SYS_PTRACE, which
 // `docker run` does not grant. goinit then cannot take a copy of the
-// worker's socket, and shares ports in reduced mode instead of not at all.
+// worker's socket, and shares ports in reduced mode instead of not at all:
+// it binds a held socket of its own at the first bind of a shared address
+// (so a client's fixed-port bind or a probe is held too).
 // [New] logs it once as a warning naming what is lost and the fix
 // (--cap-add=SYS_PTRACE, or a profile that allows pidfd_getfd);
 // [Sharer.Reduced] reports it, and [Event.Reduced] marks the binds it

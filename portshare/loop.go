@@ -184,6 +184,43 @@ func (c call) bind() {
 		c.cont() // the kernel's EINVAL
 		return
 	}
+	if peer.reduced {
+		c.bindReduced(k, fd, peer, st.tgid)
+		return
+	}
+	h := c.s.table.find(k)
+	how := "given the held socket"
+	if h == nil {
+		// Another worker's own socket of k is bound and not listening
+		// yet: the kernel would refuse this bind (unless both set
+		// SO_REUSEADDR), so the two share that one from now on.
+		if dup, ino, ok := c.s.table.bound(k, peer.ino); ok {
+			var created bool
+			var err error
+			if h, created, err = c.s.table.adopt(k, dup, ino, 0); !created {
+				unix.Close(dup)
+			}
+			if err != nil {
+				h = nil
+			} else if created {
+				how = "given another worker's socket of that address, which goinit now holds"
+			}
+		}
+	}
+	if h == nil {
+		// The worker binds its own socket; goinit holds it if it listens.
+		c.s.table.expect(k, peer.ino, st.tgid, fd)
+		c.cont()
+		c.debug(fmt.Sprintf("bind %s at fd %d: its own socket, which goinit holds once it listens", k, fd))
+		return
+	}
+	c.give(h, fd, peer, st.tgid, "bind", how)
+}
+
+// bindReduced is a shared bind in reduced mode: goinit cannot take the
+// worker's socket, so it binds a new held socket like it, by the
+// reduced-mode rule, the first time the address is asked for.
+func (c call) bindReduced(k key, fd int, peer *peerSocket, tgid int) {
 	h, created, opts, err := c.s.table.get(k, peer)
 	if err != nil {
 		var errno unix.Errno
@@ -195,29 +232,42 @@ func (c call) bind() {
 		c.answer(errno)
 		return
 	}
+	how := "given the held socket"
+	if created {
+		how = "goinit bound a new held socket (options " + strings.Join(opts, ",") + ")"
+	}
+	c.give(h, fd, peer, tgid, "bind", how)
+}
+
+// give installs the held socket h at the caller's descriptor fd, in place
+// of its own socket peer, and makes the call (what: bind or listen) return
+// 0. how says, for the debug line, where h came from.
+func (c call) give(h *held, fd int, peer *peerSocket, tgid int, what, how string) bool {
 	// O_NONBLOCK belongs to the open socket, shared by goinit and every
 	// worker: each binder sets it as it had it, as with LISTEN_FDS.
 	_ = unix.SetNonblock(h.fd, peer.nonblock)
 	if err := notifAddFD(c.fd, c.n.ID, h.fd, fd, peer.cloexec); err != nil {
 		if err != unix.ENOENT {
-			c.s.log.Warn(fmt.Sprintf("worker %d (pid %d): cannot install the held socket %s at fd %d: %v; the worker binds its own", c.worker, c.tid, k, fd, err), "worker", c.worker)
+			c.s.log.Warn(fmt.Sprintf("worker %d (pid %d): cannot install the held socket %s at fd %d: %v; the worker keeps its own", c.worker, c.tid, h.key, fd, err), "worker", c.worker)
 			c.cont()
 		}
-		return
+		return false
 	}
 	c.answer(0)
-	if created {
-		c.debug(fmt.Sprintf("bind %s at fd %d: goinit bound a new held socket%s", h.key, fd, reducedNote(peer)), "options", strings.Join(opts, ","))
-	} else {
-		c.debug(fmt.Sprintf("bind %s at fd %d: given the held socket%s", h.key, fd, reducedNote(peer)))
-	}
-	e := Event{Worker: c.worker, Pid: st.tgid, Addr: h.key.addr, V6Only: h.key.v6only, Reduced: peer.reduced}
+	c.debug(fmt.Sprintf("%s %s at fd %d: %s%s", what, h.key, fd, how, reducedNote(peer)))
+	e := Event{Worker: c.worker, Pid: tgid, Addr: h.key.addr, V6Only: h.key.v6only, Reduced: peer.reduced}
+	c.announce(h, e)
+	e.Kind = Bound
+	c.s.send(e)
+	return true
+}
+
+// announce sends the Shared event of h the first time it is given out.
+func (c call) announce(h *held, e Event) {
 	if c.s.table.announce(h) {
 		e.Kind = Shared
 		c.s.send(e)
 	}
-	e.Kind = Bound
-	c.s.send(e)
 }
 
 // reducedNote is what a debug line adds for a bind read in reduced mode.
@@ -228,20 +278,28 @@ func reducedNote(p *peerSocket) string {
 	return " (reduced mode: pidfd_getfd refused; family, protocol, O_NONBLOCK and close-on-exec read from /proc, v6only by the reduced-mode rule, options not copied)"
 }
 
-// listen is listen(fd, backlog) on a held socket: answered 0 with the
-// queue kept at the largest backlog anyone asked for.
+// listen is listen(fd, backlog). On a held socket it is answered 0 with
+// the queue kept at the largest backlog anyone asked for. On a worker's
+// own socket bound to a shared address, goinit takes that socket and
+// holds it from now on (or, if another worker's listened first, gives
+// this one the held socket instead).
 func (c call) listen() {
 	fd, backlog := c.arg(0), c.arg(1)
-	h := c.heldAt(fd)
-	if h == nil {
+	if backlog < 0 {
+		backlog = math.MaxInt32 // the kernel reads it unsigned: somaxconn
+	}
+	ino, ok := socketInode(c.tid, fd)
+	if !ok {
 		c.cont()
+		return
+	}
+	h := c.s.table.byInode(ino)
+	if h == nil {
+		c.adopt(fd, ino, backlog)
 		return
 	}
 	if !c.valid() {
 		return
-	}
-	if backlog < 0 {
-		backlog = math.MaxInt32 // the kernel reads it unsigned: somaxconn
 	}
 	got, err := c.s.table.raiseBacklog(h, backlog)
 	if err != nil {
@@ -249,7 +307,74 @@ func (c call) listen() {
 	}
 	c.answer(0)
 	c.debug(fmt.Sprintf("listen %s backlog %d: queue stays at %d", h.key, backlog, got))
+	c.listening(h)
+}
+
+// listening reports that the caller listens on the held socket h.
+func (c call) listening(h *held) {
 	c.s.send(Event{Kind: Listening, Worker: c.worker, Pid: c.tgid(), WorkerPid: c.loop.pid, Addr: h.key.addr, V6Only: h.key.v6only})
+}
+
+// adopt answers listen(fd, backlog) of the caller's own socket ino. If it
+// was bound to a shared address it becomes the held socket of that
+// address, listening with the larger of backlog and goinit's.
+func (c call) adopt(fd int, ino uint64, backlog int) {
+	e, ok := c.s.table.expectationOf(ino)
+	if !ok {
+		c.cont()
+		return
+	}
+	st, err := readStatus(c.tid)
+	var peer *peerSocket
+	if err == nil {
+		peer, err = c.s.inspect(st.tgid, c.tid, fd)
+	}
+	if err != nil || peer.reduced || peer.ino != ino || !boundTo(peer.fd, e.key) {
+		// Its bind failed (it listens on a port of the kernel's
+		// choosing then), or the descriptor changed: not shared.
+		if peer != nil {
+			peer.release()
+		}
+		c.s.table.forget(ino)
+		c.cont()
+		return
+	}
+	if !c.valid() {
+		peer.release()
+		return
+	}
+	h, created, err := c.s.table.adopt(e.key, peer.fd, ino, backlog)
+	switch {
+	case err != nil:
+		peer.release()
+		var errno unix.Errno
+		if !errors.As(err, &errno) {
+			c.cont()
+			return
+		}
+		c.debug(fmt.Sprintf("listen %s: %v", e.key, err))
+		c.answer(errno)
+		return
+	case !created:
+		// Both bound their own sockets (SO_REUSEADDR) and another
+		// listened first: this one gets that socket instead of its own.
+		peer.release()
+		if c.give(h, fd, peer, st.tgid, "listen", "given the held socket in place of its own") {
+			if _, err := c.s.table.raiseBacklog(h, backlog); err != nil {
+				c.debug(fmt.Sprintf("listen %s backlog %d: %v", h.key, backlog, err))
+			}
+			c.listening(h)
+		}
+		return
+	}
+	peer.fd = -1 // the held socket's now
+	c.answer(0)
+	c.debug(fmt.Sprintf("listen %s at fd %d backlog %d: goinit holds the worker's own socket, queue %d", h.key, fd, backlog, h.backlog))
+	ev := Event{Worker: c.worker, Pid: st.tgid, Addr: h.key.addr, V6Only: h.key.v6only}
+	c.announce(h, ev)
+	ev.Kind = Bound // its own bind got what is now the held socket
+	c.s.send(ev)
+	c.listening(h)
 }
 
 // shutdown is shutdown(fd, SHUT_RD or SHUT_RDWR) (the filter lets SHUT_WR

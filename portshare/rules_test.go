@@ -180,10 +180,7 @@ func TestUnsharedBindsAreTheKernels(t *testing.T) {
 // A worker's descendants inherit its filter: a forked child's bind gets
 // the held socket too.
 func TestForkedChildGetsHeldSocket(t *testing.T) {
-	requireRoot(t)
-	testbin.Tool(t, "python3")
-	s := newSharer(t, Policy{Mode: Auto})
-	port := testbin.FreePort(t)
+	s, port := autoSharer(t)
 	a := startWorker(t, s, 0, -1, nil, server("inet", "0.0.0.0", port)...)
 	b := startWorker(t, s, 1, -1, nil, server("inet", "0.0.0.0", port, "--fork")...)
 	child := boundPid(t, b.line("bound"))
@@ -199,10 +196,7 @@ func TestForkedChildGetsHeldSocket(t *testing.T) {
 // shutdown(SHUT_RD) of the listener in one worker would stop it for all:
 // goinit swallows it on held sockets.
 func TestShutdownOfHeldSocketIsSwallowed(t *testing.T) {
-	requireRoot(t)
-	testbin.Tool(t, "python3")
-	s := newSharer(t, Policy{Mode: Auto})
-	port := testbin.FreePort(t)
+	s, port := autoSharer(t)
 	a := startWorker(t, s, 0, -1, nil, server("inet", "127.0.0.1", port)...)
 	pid := boundPid(t, a.line("bound"))
 	b := startWorker(t, s, 1, -1, nil, server("inet", "127.0.0.1", port, "--shutdown-rd")...)
@@ -220,10 +214,7 @@ func TestShutdownOfHeldSocketIsSwallowed(t *testing.T) {
 // A worker that dropped to another user before the filter (no_new_privs
 // is what lets it install one) shares too.
 func TestNonRootWorker(t *testing.T) {
-	requireRoot(t)
-	testbin.Tool(t, "python3")
-	s := newSharer(t, Policy{Mode: Auto})
-	port := testbin.FreePort(t)
+	s, port := autoSharer(t)
 	var pids []int
 	for id := range 2 {
 		w := startWorker(t, s, id, 65534, nil, server("dual", "::", port)...)

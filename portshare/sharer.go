@@ -45,7 +45,9 @@ const (
 	// held socket). goinit logs it as
 	// "sharing [::]:3000 between the workers; goinit holds it".
 	Shared EventKind = iota + 1
-	// Bound: the worker's bind to Addr got the held socket.
+	// Bound: the worker's bind to Addr got the held socket, or its own
+	// socket of Addr became the held one when it listened (sent then,
+	// before Listening).
 	Bound
 	// Listening: the worker called listen() on the held socket of Addr;
 	// the server is ready for connections there (Node cluster's

@@ -56,20 +56,9 @@ func getfdRefused(err error) bool { return err == unix.EPERM || err == unix.ENOS
 // pidfd_getfd is returned as errGetfdRefused: the caller then uses
 // inspectProc.
 func inspectPeer(tgid, tid, fd int) (*peerSocket, error) {
-	pidfd, err := unix.PidfdOpen(tgid, 0)
+	dup, err := copyFD(tgid, fd)
 	if err != nil {
-		if getfdRefused(err) {
-			return nil, errGetfdRefused{err}
-		}
-		return nil, fmt.Errorf("pidfd_open(%d): %w", tgid, err)
-	}
-	dup, err := unix.PidfdGetfd(pidfd, fd, 0)
-	unix.Close(pidfd)
-	if err != nil {
-		if getfdRefused(err) {
-			return nil, errGetfdRefused{err}
-		}
-		return nil, fmt.Errorf("pidfd_getfd(%d, %d): %w", tgid, fd, err)
+		return nil, err
 	}
 	p := &peerSocket{fd: dup}
 	var st unix.Stat_t
@@ -198,56 +187,4 @@ func socketInode(tid, fd int) (uint64, bool) {
 	}
 	ino, err := strconv.ParseUint(strings.TrimSuffix(n, "]"), 10, 64)
 	return ino, err == nil
-}
-
-// sockopt is an option a worker may have set before bind() on the socket
-// that the held socket replaces.
-type sockopt struct {
-	level, name int
-	label       string
-	// doubled: the kernel stores (and getsockopt returns) twice what
-	// setsockopt was given, so the value is halved before it is set.
-	doubled bool
-}
-
-// copiedOptions are the options copied from the first binder's socket to
-// a new held socket, when they differ from a fresh socket's. Only a
-// difference is copied: setting SO_RCVBUF or SO_SNDBUF at all turns off
-// the kernel's buffer autotuning for every accepted connection.
-// IPV6_V6ONLY is not here: it must be set before bind, at creation.
-var copiedOptions = []sockopt{
-	{unix.SOL_SOCKET, unix.SO_REUSEADDR, "SO_REUSEADDR", false},
-	{unix.SOL_SOCKET, unix.SO_REUSEPORT, "SO_REUSEPORT", false},
-	{unix.SOL_SOCKET, unix.SO_KEEPALIVE, "SO_KEEPALIVE", false},
-	{unix.SOL_SOCKET, unix.SO_RCVBUF, "SO_RCVBUF", true},
-	{unix.SOL_SOCKET, unix.SO_SNDBUF, "SO_SNDBUF", true},
-	{unix.IPPROTO_TCP, unix.TCP_NODELAY, "TCP_NODELAY", false},
-	{unix.IPPROTO_TCP, unix.TCP_DEFER_ACCEPT, "TCP_DEFER_ACCEPT", false},
-	{unix.IPPROTO_TCP, unix.TCP_FASTOPEN, "TCP_FASTOPEN", false},
-}
-
-// copyOptions sets on dst every option of copiedOptions whose value on
-// src differs from dst's, and returns the labels it set and the ones it
-// could not (an MPTCP socket of an older kernel lacks some TCP options).
-func copyOptions(dst, src int) (set, failed []string) {
-	for _, o := range copiedOptions {
-		want, err := unix.GetsockoptInt(src, o.level, o.name)
-		if err != nil {
-			continue
-		}
-		have, err := unix.GetsockoptInt(dst, o.level, o.name)
-		if err == nil && have == want {
-			continue
-		}
-		v := want
-		if o.doubled {
-			v = want / 2
-		}
-		if err := unix.SetsockoptInt(dst, o.level, o.name, v); err != nil {
-			failed = append(failed, o.label)
-			continue
-		}
-		set = append(set, o.label)
-	}
-	return set, failed
 }

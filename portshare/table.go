@@ -44,22 +44,26 @@ type held struct {
 // in its own goroutine, so the table is the one piece of state they share,
 // behind one mutex; lookups and creations are short system calls.
 type table struct {
-	mu      sync.Mutex
-	byKey   map[key]*held
-	byIno   map[uint64]*held
-	backlog int
-	closed  bool
+	mu    sync.Mutex
+	byKey map[key]*held
+	byIno map[uint64]*held
+	// expected are the workers' own sockets bound to a shared address
+	// that do not listen yet, by inode (see adopt.go).
+	expected map[uint64]expectation
+	backlog  int
+	closed   bool
 }
 
 func newTable(backlog int) *table {
-	return &table{byKey: map[key]*held{}, byIno: map[uint64]*held{}, backlog: backlog}
+	return &table{byKey: map[key]*held{}, byIno: map[uint64]*held{}, expected: map[uint64]expectation{}, backlog: backlog}
 }
 
 // errClosed is returned once the table has been closed.
 var errClosed = fmt.Errorf("portshare: closed")
 
-// get returns the held socket for k, creating it from the worker's socket
-// peer when there is none. created says it was made now. A failure to bind
+// get returns the held socket for k in reduced mode (goinit has no copy
+// of the worker's socket peer to adopt), creating one like it when there
+// is none. created says it was made now. A failure to bind
 // the new socket is returned as the bare errno, for the worker's bind to
 // fail with, exactly as its own bind would have: the kernel judges the
 // new socket against every held one, which are bound and listening as the
@@ -86,12 +90,19 @@ func (t *table) get(k key, peer *peerSocket) (h *held, created bool, opts []stri
 	if h := t.lookup(k); h != nil {
 		return h, false, nil, nil
 	}
-	h, opts, err = t.create(k, peer)
+	h, opts, err = t.create(k)
 	if err != nil {
 		return nil, false, nil, err
 	}
 	t.add(h)
 	return h, true, opts, nil
+}
+
+// find returns the held socket of k, if there is one.
+func (t *table) find(k key) *held {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.lookup(k)
 }
 
 // lookup finds the held socket of k. TCP and MPTCP are one address space:
@@ -115,9 +126,9 @@ func (t *table) add(h *held) {
 	t.byIno[h.ino] = h
 }
 
-// create makes, binds and listens a new held socket like the worker's
-// (peer), copying its options when goinit has a copy of it.
-func (t *table) create(k key, peer *peerSocket) (*held, []string, error) {
+// create makes, binds and listens a new held socket of k, with the
+// reduced-mode options.
+func (t *table) create(k key) (*held, []string, error) {
 	fd, err := unix.Socket(k.family, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, k.proto)
 	if err != nil {
 		return nil, nil, err
@@ -133,12 +144,7 @@ func (t *table) create(k key, peer *peerSocket) (*held, []string, error) {
 			return nil, nil, err
 		}
 	}
-	var set, failed []string
-	if peer.fd >= 0 {
-		set, failed = copyOptions(fd, peer.fd)
-	} else {
-		set, failed = reducedOptions(fd)
-	}
+	set, failed := reducedOptions(fd)
 	if err := unix.Bind(fd, k.sockaddr()); err != nil {
 		return nil, nil, err
 	}
@@ -261,6 +267,7 @@ func (t *table) close() {
 	}
 	clear(t.byKey)
 	clear(t.byIno)
+	clear(t.expected)
 }
 
 func boolInt(b bool) int {

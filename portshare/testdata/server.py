@@ -3,14 +3,17 @@ happened, then answers every connection with its pid and bound address.
 
 usage: server.py MODE HOST PORT [options]
   MODE: inet (AF_INET), dual (AF_INET6 dual-stack), v6only, udp, http
-  (http.server on (HOST, PORT))
+  (http.server on (HOST, PORT)), client (AF_INET: bind (HOST, PORT), then
+  connect to 127.0.0.1:Q given by --to Q), probe (AF_INET: bind, close)
 options: --backlog N, --fork (a forked child binds and serves, the parent
 waits for it), --shutdown-rd (shut the listener down for reading after
 listen, then idle), --once (idle after binding), --nonblock (make the
 socket non-blocking before bind), --inheritable (clear its close-on-exec
-flag before bind)
+flag before bind), --listen-after FILE (after bind, say "bound-only" and
+listen once FILE exists), --tos (set IP_TOS 0x10 before bind)
 """
 import os
+import time
 import signal
 import socket
 import sys
@@ -56,6 +59,21 @@ def main():
         report("bound %d" % srv.server_address[1])
         srv.serve_forever()
         return
+    if mode in ("client", "probe"):
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            s.bind((host, port))
+            if mode == "probe":
+                s.close()
+                report("probed %d" % port)
+            else:
+                s.connect(("127.0.0.1", int(opts[opts.index("--to") + 1])))
+                report("connected from %d" % s.getsockname()[1])
+        except OSError as e:
+            report("error %d %s" % (e.errno, os.getpid()))
+            sys.exit(1)
+        signal.pause()
+        return
     fam = socket.AF_INET if mode in ("inet", "udp") else socket.AF_INET6
     typ = socket.SOCK_DGRAM if mode == "udp" else socket.SOCK_STREAM
     s = socket.socket(fam, typ)
@@ -65,6 +83,8 @@ def main():
         s.setblocking(False)
     if "--inheritable" in opts:
         s.set_inheritable(True)
+    if "--tos" in opts:
+        s.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, 0x10)
     if "--fork" in opts:
         child = os.fork()
         if child:
@@ -73,6 +93,11 @@ def main():
             return
     try:
         s.bind((host, port))
+        if "--listen-after" in opts:
+            trigger = opts[opts.index("--listen-after") + 1]
+            report("bound-only %d pid %d" % (s.getsockname()[1], os.getpid()))
+            while not os.path.exists(trigger):  # the test creates it
+                time.sleep(0.01)
         if typ == socket.SOCK_STREAM:
             s.listen(backlog)
     except OSError as e:
