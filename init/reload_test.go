@@ -127,19 +127,22 @@ func waitLogN(t *testing.T, p *proc, s string, n int, timeout time.Duration) {
 }
 
 // TestReloadUnderLoad reloads 2 workers under a steady load, sharing the
-// port the server binds itself and with --listen in both balance modes:
-// no connection is refused, no request fails, every worker is replaced,
-// ids are kept, and the new code on disk is what serves afterwards.
+// port the server binds itself and with --listen in both balance modes,
+// and with --reload-surge=2 (both replaced at once): no connection is
+// refused, no request fails, every worker is replaced, ids are kept, and
+// the new code on disk is what serves afterwards.
 func TestReloadUnderLoad(t *testing.T) {
 	requireRoot(t)
 	for _, c := range []struct {
 		name   string
 		listen bool
 		args   []string
+		surge  bool // the replacements take a second to listen, and overlap
 	}{
-		{"shared port", false, nil},
-		{"listen shared", true, []string{"--balance=shared"}},
-		{"listen reuseport", true, []string{"--balance=reuseport"}},
+		{"shared port", false, nil, false},
+		{"listen shared", true, []string{"--balance=shared"}, false},
+		{"listen reuseport", true, []string{"--balance=reuseport"}, false},
+		{"surge 2", false, []string{"--reload-surge=2"}, true},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			port := testbin.FreePort(t)
@@ -161,9 +164,25 @@ func TestReloadUnderLoad(t *testing.T) {
 				defer l.mu.Unlock()
 				return l.answered >= 100
 			})
-			writeRelease(t, script, "2", "")
+			if c.surge {
+				writeRelease(t, script, "", "sleep 1; APP_VERSION=2 exec "+bindServer(t))
+			} else {
+				writeRelease(t, script, "2", "")
+			}
 			p.signal(syscall.SIGHUP)
 			waitLogN(t, p, "reload complete: 2 worker(s) replaced", 1, 30*time.Second)
+			if c.surge {
+				// Both replacements started before either was ready.
+				log := p.errText()
+				log = log[strings.Index(log, "reloading:"):]
+				second := strings.Index(log, "worker 1: started its replacement")
+				if first := strings.Index(log, "worker 0: started its replacement"); first < 0 || second < 0 {
+					t.Fatalf("no replacement lines after the reload line:\n%s", log)
+				}
+				if ready := strings.Index(log, "is ready ("); ready < second {
+					t.Fatalf("with --reload-surge=2 the second replacement started after the first was ready:\n%s", log)
+				}
+			}
 			eventually(t, 10*time.Second, "version 2 answering from both workers", func() bool {
 				ids := map[string]bool{}
 				for a := range l.since("2") {
