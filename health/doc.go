@@ -31,7 +31,19 @@
 // The server only reads published snapshots ([state.Publisher.Load]); it
 // never talks to the supervisor, so a slow or malicious client cannot
 // delay it. It is bounded: a deadline for the whole request head
-// ([Options.ReadHeaderTimeout], so a half-sent request is cut off while
-// other probes are answered), a write deadline, the 8 KiB head and a cap
-// on concurrent connections ([Options.MaxConns]).
+// ([Options.ReadHeaderTimeout], so a half-sent request is cut off), a
+// write deadline, the 8 KiB head and a cap on concurrent connections
+// ([Options.MaxConns]).
+//
+// Clients that connect and send nothing, or trickle a head that never
+// ends, cannot use up the cap to keep probes out until their deadline:
+// when every slot is taken, a new connection evicts the one that has
+// waited longest without completing its request head, closing it
+// unanswered. The kubelet and Prometheus send their request as soon as
+// they connect, so theirs is read within moments of its accept, and the
+// connections that lose their slot are those that have had the longest to
+// send a head and have not. A connection whose head has arrived is being
+// answered and is never evicted; only while every slot is answering do new
+// connections wait for one to finish, which takes at most
+// [Options.WriteTimeout] and half a second of lingering close.
 package health

@@ -42,15 +42,24 @@ type Options struct {
 	MaxSnapshotAge time.Duration
 	// Logger receives the server's own problems; default slog.Default().
 	Logger *slog.Logger
-	// ReadHeaderTimeout is how long a connection has, from its accept, to
-	// send its whole request head; then it is answered 408 and closed.
-	// Default DefaultReadHeaderTimeout.
+	// ReadHeaderTimeout is how long a connection has, from when it gets
+	// one of the MaxConns slots, to send its whole request head; then it
+	// is answered 408 and closed. It may be closed sooner, unanswered, to
+	// admit a new connection (see MaxConns). Default
+	// DefaultReadHeaderTimeout.
 	ReadHeaderTimeout time.Duration
 	// WriteTimeout bounds writing the answer to a client that does not
 	// read. Default DefaultWriteTimeout.
 	WriteTimeout time.Duration
-	// MaxConns caps the connections served at once; more wait in the
-	// listen backlog. Default DefaultMaxConns.
+	// MaxConns caps the connections served at once. When all are taken,
+	// a new connection evicts the one that has waited longest without
+	// completing its request head (an idle client, or one trickling its
+	// head), which is closed unanswered: a probe sends its request as soon
+	// as it connects, so clients that only hold connections open never
+	// make it wait. A connection whose head has arrived is answered and
+	// never evicted; while every slot is answering, new connections wait
+	// for one to finish (the next one accepted, the others in the listen
+	// backlog). Default DefaultMaxConns.
 	MaxConns int
 	// ShutdownTimeout is how long Serve waits for connections in flight
 	// once its context is done. Default DefaultShutdownTimeout.
@@ -127,20 +136,18 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 }
 
 // accept runs each connection in a goroutine of its own, at most MaxConns
-// at once: further connections wait in the kernel's backlog, so a flood of
-// them costs goinit no memory.
+// at once ([slots]): a new connection evicts the one that has waited
+// longest for its request head, or if all are being answered it waits,
+// accepted, with the ones behind it in the kernel's backlog; however many
+// connect, goinit holds at most MaxConns+1 of them.
 func (s *Server) accept(ctx context.Context, ln net.Listener, cutCtx context.Context, conns *sync.WaitGroup) error {
-	sem := make(chan struct{}, s.o.MaxConns)
+	pool := newSlots(s.o.MaxConns)
 	var backoff time.Duration
 	for {
-		select {
-		case sem <- struct{}{}:
-		case <-ctx.Done():
-			return nil
-		}
+		// Accept first, then find a slot: eviction is for a connection
+		// that has arrived, not for one that might.
 		c, err := ln.Accept()
 		if err != nil {
-			<-sem
 			if ctx.Err() != nil {
 				return nil
 			}
@@ -157,13 +164,18 @@ func (s *Server) accept(ctx context.Context, ln net.Listener, cutCtx context.Con
 			continue
 		}
 		backoff = 0
+		sl := pool.admit(ctx, c)
+		if sl == nil {
+			c.Close()
+			return nil
+		}
 		conns.Add(1)
 		go func() {
 			defer conns.Done()
-			defer func() { <-sem }()
+			defer pool.release(sl)
 			stop := context.AfterFunc(cutCtx, func() { c.Close() })
 			defer stop()
-			s.serveConn(c)
+			s.serveConn(pool, sl)
 		}()
 	}
 }
@@ -184,8 +196,10 @@ const (
 	lingerBytes   = 64 << 10
 )
 
-// serveConn answers the one request of c and closes it.
-func (s *Server) serveConn(c net.Conn) {
+// serveConn answers the one request of sl's connection and closes it,
+// unless pool evicts it before its head has arrived.
+func (s *Server) serveConn(pool *slots, sl *slot) {
+	c := sl.c
 	defer c.Close()
 	// goinit is PID 1: a bug here must not take the container down with it.
 	defer func() {
@@ -198,6 +212,11 @@ func (s *Server) serveConn(c net.Conn) {
 	// trickles a byte at a time is still cut off.
 	c.SetReadDeadline(time.Now().Add(s.o.ReadHeaderTimeout))
 	head, err := readHead(c, make([]byte, maxHeadBytes))
+	if !pool.answering(sl) {
+		s.o.Logger.Debug("health endpoints: closed a connection without a complete request head to admit a new one",
+			"remote", c.RemoteAddr().String(), "after", time.Since(sl.admitted).Round(time.Millisecond), "head_bytes", len(head))
+		return
+	}
 	var resp response
 	withBody := true
 	switch {
