@@ -69,7 +69,10 @@ func (t *table) forget(ino uint64) {
 // to k itself and that does not listen yet, for a second bind of k, which
 // the kernel would refuse while that socket is bound (unless both set
 // SO_REUSEADDR): the two workers are to share it. A socket that has been
-// closed, replaced, connected or never got its address is dropped.
+// closed, replaced or connected is dropped. One whose bind has not
+// happened yet (two workers binding at once) is skipped but kept: it may
+// still listen, and then be adopted, or be given the held socket if the
+// other listens first.
 func (t *table) bound(k key, except uint64) (fd int, ino uint64, ok bool) {
 	t.mu.Lock()
 	var candidates []uint64
@@ -86,13 +89,17 @@ func (t *table) bound(k key, except uint64) (fd int, ino uint64, ok bool) {
 	for n, i := range candidates {
 		e := notes[n]
 		dup, err := copyFD(e.tgid, e.fd)
-		if err == nil && sameSocket(dup, i) && boundTo(dup, k) && !connected(dup) {
+		if err != nil {
+			t.forget(i)
+			continue
+		}
+		switch {
+		case !sameSocket(dup, i) || connected(dup):
+			t.forget(i)
+		case boundTo(dup, k):
 			return dup, i, true
 		}
-		if err == nil {
-			unix.Close(dup)
-		}
-		t.forget(i)
+		unix.Close(dup)
 	}
 	return -1, 0, false
 }

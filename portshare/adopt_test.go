@@ -2,6 +2,7 @@ package portshare
 
 import (
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -105,5 +106,53 @@ func TestSecondBindSharesTheFirstBoundSocket(t *testing.T) {
 	pidsAnswering(t, "127.0.0.1:"+strconv.Itoa(port), port, first.cmd.Process.Pid, second.cmd.Process.Pid)
 	if n := heldCount(s); n != 1 {
 		t.Fatalf("goinit holds %d sockets, want 1", n)
+	}
+}
+
+// A noted socket whose bind has not happened yet (two workers binding at
+// once) is kept, not forgotten, so that its listen() still makes it the
+// held socket; once bound it is the one a second bind shares, and once
+// closed it is dropped.
+func TestNotedSocketBeforeItsBind(t *testing.T) {
+	requireRoot(t)
+	tb := newTable(DefaultBacklog())
+	defer tb.close()
+	port := testbin.FreePort(t)
+	k := key{family: unix.AF_INET, addr: netip.AddrPortFrom(netip.IPv4Unspecified(), uint16(port)), proto: unix.IPPROTO_TCP}
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := os.NewFile(uintptr(fd), "noted") // closes fd once, whichever comes first
+	defer f.Close()
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		t.Fatal(err)
+	}
+	tb.expect(k, st.Ino, os.Getpid(), fd)
+	if dup, _, ok := tb.bound(k, 0); ok {
+		unix.Close(dup)
+		t.Fatal("a socket not bound yet was offered for sharing")
+	}
+	if _, ok := tb.expectationOf(st.Ino); !ok {
+		t.Fatal("a socket not bound yet was forgotten")
+	}
+	if err := unix.Bind(fd, k.sockaddr()); err != nil {
+		t.Fatal(err)
+	}
+	dup, ino, ok := tb.bound(k, 0)
+	if !ok || ino != st.Ino {
+		t.Fatalf("the bound socket was not offered: %v %d", ok, ino)
+	}
+	unix.Close(dup)
+	if _, _, ok := tb.bound(k, st.Ino); ok {
+		t.Fatal("a socket was offered to its own second bind")
+	}
+	f.Close()
+	if _, _, ok := tb.bound(k, 0); ok {
+		t.Fatal("a closed socket was offered")
+	}
+	if _, ok := tb.expectationOf(st.Ino); ok {
+		t.Fatal("a closed socket is still noted")
 	}
 }
