@@ -518,3 +518,55 @@ func TestErrorMessages(t *testing.T) {
 		t.Error("EROFS not unwrapped")
 	}
 }
+
+// A slot's siblings are cgroups of their own beside it, with the slot's id
+// and limits, for a replacement that runs while the old process does.
+func TestSibling(t *testing.T) {
+	requireCgroups(t)
+	parallelOnV1(t)
+	l := Limits{Memory: 64 << 20, Pids: 32}
+	h := openTest(t, l)
+	s, err := h.Slot(2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sib, err := s.Sibling(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if filepath.Base(sib.Path()) != "worker-2.1" || filepath.Dir(sib.Path()) != filepath.Dir(s.Path()) ||
+		sib.ID() != 2 || sib.Limits() != l {
+		t.Fatalf("sibling 1 of %s: path %s, id %d, limits %v", s.Path(), sib.Path(), sib.ID(), sib.Limits())
+	}
+	if again, err := s.Sibling(1); err != nil || again != sib {
+		t.Errorf("second Sibling(1) = %p, %v; want the same slot %p", again, err, sib)
+	}
+	if two, err := sib.Sibling(2); err != nil || filepath.Base(two.Path()) != "worker-2.2" {
+		t.Errorf("a sibling's Sibling(2) = %v, %v; want worker-2.2", two, err)
+	}
+	if _, err := s.Sibling(0); err == nil {
+		t.Error("Sibling(0) is not an error")
+	}
+	pidsMax := filepath.Join(sib.Path(), "pids.max")
+	if h.Version() == 1 {
+		pidsMax = filepath.Join(sib.paths[ctrlPids], "pids.max")
+	}
+	if b, err := os.ReadFile(pidsMax); err != nil || strings.TrimSpace(string(b)) != "32" {
+		t.Errorf("sibling's %s = %q, %v; want the slot's 32", pidsMax, b, err)
+	}
+
+	p := startInSlot(t, sib, exec.Command("sh", "-c", "read x; exec sleep 1000"))
+	for _, c := range []struct {
+		slot *Slot
+		want bool
+	}{{s, true}, {sib, false}} {
+		if empty, err := c.slot.Empty(); err != nil || empty != c.want {
+			t.Errorf("%s.Empty() = %v, %v with pid %d in %s; want %v", c.slot, empty, err, p.cmd.Process.Pid, sib.Path(), c.want)
+		}
+	}
+	p.cmd.Process.Kill()
+	p.wait(t)
+	if empty, err := sib.Empty(); err != nil || !empty {
+		t.Errorf("sibling Empty() = %v, %v after its process exited", empty, err)
+	}
+}

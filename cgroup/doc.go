@@ -10,7 +10,10 @@
 // "goinit-<pid>" otherwise). Inside it, it creates one child cgroup per
 // worker slot, "worker-<id>", all with Options.Limits, and one per named
 // slot declared in Options.Named (goinit's agent: "agent"), each with its
-// own limits. Close kills every process left in those cgroups and removes
+// own limits. A slot may also get siblings beside it, "<name>.<n>"
+// (Slot.Sibling), with the same limits, for a replacement that runs while
+// the slot's old process still does. Close kills every process left in
+// those cgroups and removes
 // every directory the package created, so the cgroup tree looks as it did
 // before Open.
 //

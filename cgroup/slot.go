@@ -76,6 +76,38 @@ func (s *Slot) ID() int { return s.id }
 // the name given to Hierarchy.NamedSlot for a named one.
 func (s *Slot) Name() string { return s.name }
 
+// Sibling returns the n-th sibling (n >= 1) of slot s, creating it if
+// needed: a cgroup "<name>.<n>" beside s with the same id and limits, for
+// a process of the same slot that runs at the same time as the one in s,
+// such as the replacement a rolling reload starts while the old process
+// still serves. Each then has the slot's full limits instead of sharing
+// them. Like Hierarchy.Slot it is idempotent until the sibling is removed;
+// Hierarchy.Close removes siblings with the rest.
+func (s *Slot) Sibling(n int) (*Slot, error) {
+	if n < 1 {
+		return nil, fmt.Errorf("cgroup sibling %d of %s must be 1 or more", n, s.label())
+	}
+	return s.h.slot(s.id, s.base()+"."+strconv.Itoa(n), s.limits)
+}
+
+// base is the name of the slot a sibling belongs to: its own name for the
+// slot itself. Sibling names are the only ones with a dot (see validName).
+func (s *Slot) base() string {
+	b, _, _ := strings.Cut(s.name, ".")
+	return b
+}
+
+// Empty reports whether no process is in the slot (in any of its
+// directories on v1), so that a new one started there would be alone.
+// Exited but unreaped processes are not counted.
+func (s *Slot) Empty() (bool, error) {
+	pids, err := s.procs()
+	if err != nil {
+		return false, fmt.Errorf("list the processes of %s: %w", s.label(), err)
+	}
+	return len(pids) == 0, nil
+}
+
 // label names the slot in errors: "slot 2", "slot agent".
 func (s *Slot) label() string {
 	if s.id < 0 {

@@ -65,9 +65,11 @@ type Config struct {
 	Log *slog.Logger
 	// Name names a slot in log lines; default "worker N".
 	Name func(id int) string
-	// Explain may describe an exit better than its status, e.g. "killed by
+	// Explain may describe the exit of process pid of slot id better than
+	// its status, e.g. "killed by
 	// the OOM killer (memory limit 256MiB)"; "" keeps the status.
-	Explain func(id int, st reaper.Status) string
+	// It is asked once per exit.
+	Explain func(id, pid int, st reaper.Status) string
 	// Rand returns uniform numbers in [0, 1) for the jitter; default
 	// math/rand/v2.
 	Rand func() float64
@@ -271,10 +273,11 @@ func (p *Pool) HandleExit(pid int, st reaper.Status, now time.Time) bool {
 	}
 	delete(p.byPid, pid)
 	s := p.slot(pr.id)
+	how := p.explain(pr.id, pid, st)
 	switch pr.role {
 	case draining:
 		p.cfg.Log.Log(context.Background(), p.infoLevel(), fmt.Sprintf("%s (pid %d, %s) %s after %s",
-			p.cfg.Name(pr.id), pid, pr.replaced, p.explain(pr.id, st), pr.uptime(now).Round(time.Millisecond)),
+			p.cfg.Name(pr.id), pid, pr.replaced, how, pr.uptime(now).Round(time.Millisecond)),
 			p.attr(pr.id), "pid", pid, "status", st.Code())
 		ev := Event{Kind: WorkerExited, ID: pr.id, Pid: pid, Status: st}
 		if pr.cause != "" && pr.cause != "reload" && pr.cause != "scaled down" {
@@ -289,7 +292,7 @@ func (p *Pool) HandleExit(pid int, st reaper.Status, now time.Time) bool {
 	case successor:
 		s.next, s.Successor = nil, 0
 		p.emit(Event{Kind: WorkerExited, ID: pr.id, Pid: pid, Status: st})
-		p.replacementFailed(s, pr, fmt.Sprintf("%s before it was ready", p.explain(pr.id, st)), now)
+		p.replacementFailed(s, pr, fmt.Sprintf("%s before it was ready", how), now)
 		return true
 	}
 	s.cur = nil
@@ -298,7 +301,7 @@ func (p *Pool) HandleExit(pid int, st reaper.Status, now time.Time) bool {
 		// when ready, or the slot restarts if it fails.
 		s.Pid, s.Last, s.State = 0, st, Starting
 		p.cfg.Log.Warn(fmt.Sprintf("%s (pid %d) %s after %s while its replacement (pid %d) starts", p.cfg.Name(s.ID), pid,
-			p.explain(s.ID, st), pr.uptime(now).Round(time.Millisecond), s.next.pid), p.attr(s.ID), "pid", pid, "status", st.Code())
+			how, pr.uptime(now).Round(time.Millisecond), s.next.pid), p.attr(s.ID), "pid", pid, "status", st.Code())
 		p.emit(Event{Kind: WorkerExited, ID: s.ID, Pid: pid, Status: st})
 		return true
 	}
@@ -313,8 +316,8 @@ func (p *Pool) HandleExit(pid int, st reaper.Status, now time.Time) bool {
 	if d.Outcome == Restarting {
 		ev.Restart = restartReason(pr, st)
 	}
-	p.logExit(s, pid, st, d, pr.forced)
-	ev.Reason = p.explain(s.ID, st)
+	p.logExit(s, pid, st, how, d, pr.forced)
+	ev.Reason = how
 	p.emit(ev)
 	if p.reload != nil {
 		p.advance(now)
@@ -340,18 +343,19 @@ func (p *Pool) note(st reaper.Status) {
 	}
 }
 
-func (p *Pool) explain(id int, st reaper.Status) string {
+func (p *Pool) explain(id, pid int, st reaper.Status) string {
 	if p.cfg.Explain != nil {
-		if e := p.cfg.Explain(id, st); e != "" {
+		if e := p.cfg.Explain(id, pid, st); e != "" {
 			return e
 		}
 	}
 	return st.String()
 }
 
-func (p *Pool) logExit(s *Slot, pid int, st reaper.Status, d Decision, forced string) {
+// logExit logs the exit of process pid (0: the slot's last exit, already
+// explained as how) and what follows it.
+func (p *Pool) logExit(s *Slot, pid int, st reaper.Status, how string, d Decision, forced string) {
 	name := p.cfg.Name(s.ID)
-	how := p.explain(s.ID, st)
 	if forced != "" {
 		how = fmt.Sprintf("%s (killed: %s)", how, forced)
 	}

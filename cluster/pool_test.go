@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os/exec"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -169,5 +170,36 @@ func TestPoolSignalsRealProcessGroups(t *testing.T) {
 	}
 	if !p.Result().Success() {
 		t.Fatalf("result %s: a death by the stop signal is clean", p.Result())
+	}
+}
+
+// Explain is asked once per exit, with the exiting pid, and its text is
+// both the exit's log line and the event's Reason: an explanation that can
+// only be given once (an OOM kill counted from a cgroup) reaches both.
+func TestExplainOncePerExit(t *testing.T) {
+	f := &fakeStarts{}
+	var asked []int
+	var reasons []string
+	p := New(Config{Workers: 1, Policy: testPolicy(), Start: f.start, Rand: func() float64 { return 0.5 },
+		Explain: func(id, pid int, st reaper.Status) string {
+			asked = append(asked, pid)
+			if len(asked) > 1 {
+				return "" // already told
+			}
+			return "killed by the OOM killer (memory limit 64MiB)"
+		},
+		OnEvent: func(e Event) {
+			if e.Kind == WorkerExited {
+				reasons = append(reasons, e.Reason)
+			}
+		},
+	})
+	p.Start(t0)
+	p.HandleExit(1001, reaper.SignalStatus(unix.SIGKILL), t0.Add(time.Second))
+	if len(asked) != 1 || asked[0] != 1001 {
+		t.Fatalf("Explain asked for pids %v, want [1001]", asked)
+	}
+	if len(reasons) != 1 || !strings.Contains(reasons[0], "OOM killer") {
+		t.Fatalf("exit reasons %q, want the OOM explanation", reasons)
 	}
 }

@@ -225,7 +225,7 @@ func (p *Pool) replacementFailed(s *Slot, pr *proc, why string, now time.Time) {
 		// slot's previous release, through the restart policy.
 		s.State = Running
 		d := s.exited(s.Last, now, p.cfg.Policy, p.cfg.Rand(), true)
-		p.logExit(s, 0, s.Last, d, "")
+		p.logExit(s, 0, s.Last, s.Last.String(), d, "")
 	}
 	p.advance(now)
 }

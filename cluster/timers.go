@@ -31,7 +31,7 @@ func (p *Pool) Due(now time.Time) {
 				if s.State != BackingOff {
 					p.note(st)
 				}
-				p.logExit(s, 0, st, d, "")
+				p.logExit(s, 0, st, p.explain(s.ID, 0, st), d, "")
 			}
 		}
 	}

@@ -219,8 +219,11 @@ func TestAgentBadInput(t *testing.T) {
 func TestAgentLimits(t *testing.T) {
 	requireCgroupV1(t)
 	testbin.Tool(t, "python3")
-	sock := filepath.Join(t.TempDir(), "control.sock")
-	agent := `python3 -c 'import time; time.sleep(0.5); b = bytearray(64 << 20); time.sleep(1000)'`
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "control.sock")
+	// The first agent outgrows its limit; its restart does not.
+	agent := `python3 -c 'import os, sys, time; f = sys.argv[1]; first = not os.path.exists(f); open(f, "w").close(); time.sleep(0.5); b = bytearray((64 if first else 1) << 20); time.sleep(1000)' ` +
+		filepath.Join(dir, "started")
 	p := start(t, runOpts{pid1: true}, "--workers=2", "--memory-limit=128Mi", "--agent="+agent, "--agent-memory-limit=32Mi",
 		"--agent-cpu-limit=0.5", "--agent-pids-limit=16", "--control="+sock,
 		"--agent-ready=exec", "--restart-delay=50ms", "--", "sleep", "1000")
@@ -255,10 +258,11 @@ func TestAgentLimits(t *testing.T) {
 	if !strings.Contains(p.errText(), `msg="agent (pid`) {
 		t.Fatalf("the OOM line does not name the agent:\n%s", p.errText())
 	}
-	eventually(t, 10*time.Second, "the agent's OOM kill and memory in goinit status", func() bool {
+	eventually(t, 15*time.Second, "the agent's OOM kill, OOM restart and memory in goinit status", func() bool {
 		for _, pr := range status(t, sock).Processes {
+			// Memory while it runs again; its restarts counted as OOM.
 			if pr.Role == state.RoleAgent {
-				return pr.HasCgroup && pr.OOMKills == 1 && pr.MemoryBytes > 0
+				return pr.HasCgroup && pr.OOMKills == 1 && pr.Restarts.OOM == 1 && pr.MemoryBytes > 0
 			}
 		}
 		return false

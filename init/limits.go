@@ -23,10 +23,13 @@ const oomCheckInterval = 2 * time.Second
 // limiter owns the workers' cgroups and what goinit learns from them. Like
 // the supervisor that calls them, its methods run on one goroutine.
 type limiter struct {
-	h     *cgroup.Hierarchy
-	log   *slog.Logger
-	slots map[int]*slotOOM
-	cg    map[int]*cgroup.Slot // each slot's cgroup, for its memory usage
+	h   *cgroup.Hierarchy
+	log *slog.Logger
+	// procs are the processes started in a cgroup, by pid, until their
+	// exit is explained.
+	procs map[int]*procOOM
+	// reported totals the OOM kills logged per slot id, for OOMKills.
+	reported map[int]uint64
 }
 
 // oomCounter is what the limiter reads of a slot: *cgroup.Slot.
@@ -35,37 +38,53 @@ type oomCounter interface {
 	LimitOOMs() (n uint64, ok bool, err error)
 }
 
-// oomCounts are a slot's OOM counters at one moment.
+// oomCounts are a cgroup's OOM counters at one moment.
 type oomCounts struct {
-	// kills counts processes the OOM killer killed in the slot.
+	// kills counts processes the OOM killer killed in the cgroup.
 	kills uint64
-	// limit counts the times the slot's own memory limit ran out (cgroup
-	// v2 only, limitKnown), to tell its limit from the container's.
+	// limit counts the times the cgroup's own memory limit ran out
+	// (cgroup v2 only, limitKnown), to tell its limit from the
+	// container's.
 	limit      uint64
 	limitKnown bool
 }
 
-// slotOOM is the OOM accounting of one worker slot.
+// procOOM is one worker (or agent) process: its cgroup, and the OOM
+// accounting of what runs there while it does.
 //
 // The kernel counts an OOM kill when it sends SIGKILL, before the worker
 // dies and is reaped, so the periodic check can see the kill that is
 // about to end the worker. It therefore reports only kills it already saw
 // on the check before, oomCheckInterval ago: a worker killed then has been
-// reaped and explained since, which moves base past its kill.
-type slotOOM struct {
-	c oomCounter
-	// running is true from the worker's start until its exit is
-	// explained; check skips a slot whose worker is backing off or done.
-	running bool
+// reaped and explained since, which ended its accounting.
+type procOOM struct {
+	id int        // its slot (agentID for the agent)
+	c  oomCounter // its cgroup's counters
+	// cg is the same cgroup, for its usage and limits; nil in tests.
+	cg *cgroup.Slot
 	// base is what new kills are counted from: the counts when the worker
-	// started, moved up to everything check or explain has reported.
+	// started, moved up to everything check has reported.
 	base oomCounts
 	// seen is what the last check read, reported by the next one if the
 	// worker still runs.
 	seen oomCounts
-	// reported is the total of OOM kills logged, for OOMKills.
-	reported uint64
 }
+
+// maxSiblings bounds the cgroups of one slot: its own and its siblings
+// (cgroup.Slot.Sibling) for a replacement that runs beside the old process
+// and for one still draining from a handover before.
+const maxSiblings = 3
+
+// placement is the cgroup one start of a slot runs in, as the spawner
+// sees it: Started tells the limiter the pid it got.
+type placement struct {
+	*cgroup.Slot
+	l  *limiter
+	id int
+}
+
+// Started begins the OOM accounting of process pid.
+func (p placement) Started(pid int) { p.l.started(p.id, pid, p.Slot, p.Slot) }
 
 // openCgroups creates the per-worker cgroups when limits are requested and
 // wires them into env. It returns the cleanup that removes every cgroup it
@@ -94,13 +113,13 @@ func openCgroups(cfg *config, env *workerEnv, log *slog.Logger) (func(), error) 
 	case err != nil:
 		return nil, fmt.Errorf("cannot apply per-worker limits: %w", err)
 	}
-	l := &limiter{h: h, log: log, slots: map[int]*slotOOM{}, cg: map[int]*cgroup.Slot{}}
+	l := &limiter{h: h, log: log, procs: map[int]*procOOM{}, reported: map[int]uint64{}}
 	log.Info(fmt.Sprintf("per-worker limits: %s (cgroup v%d)", limits, h.Version()))
 	if cfg.agent != nil && !cfg.agentLimits.IsZero() {
 		log.Info(fmt.Sprintf("agent limits: %s", cfg.agentLimits))
 	}
 	env.agentCgroup = func(int) (slotCgroup, error) { return l.slot(agentID) }
-	env.agentExplain = func(_ int, st reaper.Status) string { return l.explain(agentID, st) }
+	env.agentExplain = func(_, pid int, st reaper.Status) string { return l.explain(agentID, pid, st) }
 	env.cgroup = l.slot
 	env.explain = l.explain
 	env.oomCheck = l.check
@@ -143,8 +162,11 @@ func unavailable(ue *cgroup.UnavailableError) (what, drop string) {
 	return "per-worker limits", "drop the limit flags"
 }
 
-// slot returns worker id's cgroup. The spawner calls it on every start of
-// the worker, which is where the worker's OOM accounting begins.
+// slot returns the cgroup for a start of slot id (agentID: the agent's):
+// the slot's own, or a sibling of it when a process of the slot still
+// runs there, such as the old worker a reload's replacement is to take
+// over from, so that each has the slot's full limits instead of sharing
+// them.
 func (l *limiter) slot(id int) (slotCgroup, error) {
 	var s *cgroup.Slot
 	var err error
@@ -156,51 +178,59 @@ func (l *limiter) slot(id int) (slotCgroup, error) {
 	if err != nil {
 		return nil, err
 	}
-	l.cg[id] = s
-	l.started(id, s)
-	return s, nil
+	for n := range maxSiblings {
+		c := s
+		if n > 0 {
+			if c, err = s.Sibling(n); err != nil {
+				return nil, err
+			}
+		}
+		if empty, err := c.Empty(); err == nil && empty {
+			return placement{Slot: c, l: l, id: id}, nil
+		}
+	}
+	// Every one is taken (processes a worker left behind): share the
+	// slot's own, as a restart would.
+	l.log.Debug(fmt.Sprintf("%s and its %d siblings all hold processes; the new process shares %s", s, maxSiblings-1, s))
+	return placement{Slot: s, l: l, id: id}, nil
 }
 
-// usage reads slot id's cgroup, if it has one.
-func (l *limiter) usage(id int) (cgroup.Usage, bool) {
-	c, ok := l.cg[id]
-	if !ok {
+// usage reads the cgroup of process pid, if it has one.
+func (l *limiter) usage(pid int) (cgroup.Usage, bool) {
+	po, ok := l.procs[pid]
+	if !ok || po.cg == nil {
 		return cgroup.Usage{}, false
 	}
-	u, err := c.Usage()
+	u, err := po.cg.Usage()
 	return u, err == nil
 }
 
-// memoryOver lists the running slots whose working set (the cgroup's
+// memoryOver lists the worker processes whose working set (the cgroup's
 // memory without its inactive file cache, as the kubelet counts it) is over
 // limit bytes (--memory-recycle): the whole worker, children included,
 // but not the page cache of files it merely read.
 func (l *limiter) memoryOver(limit int64) []int {
 	var out []int
-	for _, id := range slices.Sorted(maps.Keys(l.slots)) {
-		c, ok := l.cg[id]
-		if !ok || id == agentID || !l.slots[id].running {
+	for _, pid := range slices.Sorted(maps.Keys(l.procs)) {
+		po := l.procs[pid]
+		if po.cg == nil || po.id == agentID {
 			continue
 		}
-		if u, err := c.Usage(); err == nil && u.WorkingSetBytes > limit {
-			out = append(out, id)
+		if u, err := po.cg.Usage(); err == nil && u.WorkingSetBytes > limit {
+			out = append(out, pid)
 		}
 	}
 	return out
 }
 
-// started begins the OOM accounting of a worker started in slot id: kills
-// counted before now were not the new worker's.
-func (l *limiter) started(id int, c oomCounter) {
-	so := l.slots[id]
-	if so == nil {
-		so = &slotOOM{}
-		l.slots[id] = so
-	}
-	so.c, so.running = c, true
+// started begins the OOM accounting of process pid of slot id, started in
+// the cgroup c (cg): kills counted there before now were not its.
+func (l *limiter) started(id, pid int, c oomCounter, cg *cgroup.Slot) {
+	po := &procOOM{id: id, c: c, cg: cg}
 	if n, err := readOOM(c); err == nil {
-		so.base, so.seen = n, n
+		po.base, po.seen = n, n
 	}
+	l.procs[pid] = po
 }
 
 // readOOM reads a slot's OOM counters.
@@ -216,43 +246,42 @@ func readOOM(c oomCounter) (oomCounts, error) {
 	return oomCounts{kills: kills, limit: limit, limitKnown: known}, nil
 }
 
-// report counts the kills from so.base up to n as reported and returns
-// how many there were and whether the slot's own memory limit caused them.
-// Only cgroup v2 tells; on v1 the slot's limit is assumed.
-func (so *slotOOM) report(n oomCounts) (kills uint64, own bool) {
-	if n.kills <= so.base.kills {
+// report counts the kills from po.base up to n as reported and returns
+// how many there were and whether the cgroup's own memory limit caused
+// them. Only cgroup v2 tells; on v1 the slot's limit is assumed.
+func (l *limiter) report(po *procOOM, n oomCounts) (kills uint64, own bool) {
+	if n.kills <= po.base.kills {
 		// Nothing new, or counters that went back, as in a slot made
 		// afresh: count from here.
-		so.base = n
+		po.base = n
 		return 0, false
 	}
-	kills = n.kills - so.base.kills
-	own = !n.limitKnown || n.limit > so.base.limit
-	so.base = n
-	so.reported += kills
+	kills = n.kills - po.base.kills
+	own = !n.limitKnown || n.limit > po.base.limit
+	po.base = n
+	l.reported[po.id] += kills
 	return kills, own
 }
 
-// explain names the OOM killer as the cause of a worker's death, instead of
-// a bare "signal 9", when its cgroup's OOM-kill count went up since the
-// worker started, beyond the kills check already reported as a surviving
-// child's.
-func (l *limiter) explain(id int, st reaper.Status) string {
-	so := l.slots[id]
-	if so == nil || !so.running {
+// explain names the OOM killer as the cause of the death of process pid,
+// instead of a bare "signal 9", when its cgroup's OOM-kill count went up
+// since it started, beyond the kills check already reported as a
+// surviving child's. It ends the process's accounting.
+func (l *limiter) explain(id, pid int, st reaper.Status) string {
+	po, ok := l.procs[pid]
+	if !ok {
 		return ""
 	}
-	so.running = false
-	n, err := readOOM(so.c)
+	delete(l.procs, pid)
+	n, err := readOOM(po.c)
 	if err != nil {
 		return ""
 	}
-	so.seen = n
-	kills, own := so.report(n)
+	kills, own := l.report(po, n)
 	if kills == 0 {
 		return ""
 	}
-	limit := l.limitText(id, own)
+	limit := l.limitText(po, own)
 	if st.Signaled() && st.Signal() == unix.SIGKILL {
 		return fmt.Sprintf("killed by the OOM killer (%s)", limit)
 	}
@@ -267,37 +296,34 @@ func (l *limiter) explain(id int, st reaper.Status) string {
 // by oomCheckInterval; a kill of the worker itself is explained at its
 // exit instead.
 func (l *limiter) check(name func(int) string) {
-	for _, id := range slices.Sorted(maps.Keys(l.slots)) {
-		so := l.slots[id]
-		if !so.running {
-			continue
-		}
-		n, err := readOOM(so.c)
+	for _, pid := range slices.Sorted(maps.Keys(l.procs)) {
+		po := l.procs[pid]
+		n, err := readOOM(po.c)
 		if err != nil {
 			continue
 		}
-		prev := so.seen
-		so.seen = n
-		if prev.kills <= so.base.kills {
+		prev := po.seen
+		po.seen = n
+		if prev.kills <= po.base.kills {
 			continue
 		}
-		kills, own := so.report(prev)
+		kills, own := l.report(po, prev)
 		what := "a process inside it was"
 		if kills > 1 {
 			what = fmt.Sprintf("%d processes inside it were", kills)
 		}
 		l.log.Warn(fmt.Sprintf("%s: %s killed by the OOM killer (%s); the worker itself is still running",
-			name(id), what, l.limitText(id, own)), "worker", id, "oom_kills", so.reported)
+			name(po.id), what, l.limitText(po, own)), "worker", po.id, "pid", pid, "oom_kills", l.reported[po.id])
 	}
 }
 
 // limitText names the memory limit the OOM killer enforced: the worker's
 // own, or (own false) one above it, which in a container is the
 // container's, so that nobody raises --memory-limit in vain.
-func (l *limiter) limitText(id int, own bool) string {
+func (l *limiter) limitText(po *procOOM, own bool) string {
 	memory := l.h.Limits().Memory
-	if c, ok := l.cg[id]; ok {
-		memory = c.Limits().Memory
+	if po.cg != nil {
+		memory = po.cg.Limits().Memory
 	}
 	switch {
 	case !own && memory > 0:
@@ -310,16 +336,11 @@ func (l *limiter) limitText(id int, own bool) string {
 	return "memory limit " + cgroup.FormatBytes(memory)
 }
 
-// OOMKills is the number of OOM kills goinit has reported per worker slot,
-// of workers and of processes inside them. Nothing reads it yet: it is for
-// the per-worker metrics of issue 4. Like every limiter method, call it
-// from the supervisor's goroutine.
+// OOMKills is the number of OOM kills goinit has reported per slot id
+// (agentID for the agent), of workers and of processes inside them, for
+// status and metrics.
 func (l *limiter) OOMKills() map[int]uint64 {
-	m := make(map[int]uint64, len(l.slots))
-	for id, so := range l.slots {
-		m[id] = so.reported
-	}
-	return m
+	return maps.Clone(l.reported)
 }
 
 // availableCPUs derives --workers=auto from the cgroup CPU quota, the

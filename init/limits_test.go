@@ -573,9 +573,10 @@ func TestLimiterOOMAccounting(t *testing.T) {
 	t.Parallel()
 	var logBuf bytes.Buffer
 	l := &limiter{
-		h:     &cgroup.Hierarchy{},
-		log:   slog.New(slog.NewTextHandler(&logBuf, nil)),
-		slots: map[int]*slotOOM{},
+		h:        &cgroup.Hierarchy{},
+		log:      slog.New(slog.NewTextHandler(&logBuf, nil)),
+		procs:    map[int]*procOOM{},
+		reported: map[int]uint64{},
 	}
 	name := func(id int) string { return fmt.Sprintf("worker %d", id) }
 	logged := func() string {
@@ -585,16 +586,16 @@ func TestLimiterOOMAccounting(t *testing.T) {
 	}
 	sigkill, exit1 := reaper.SignalStatus(syscall.SIGKILL), reaper.ExitStatus(1)
 	c := &fakeOOM{kills: 3} // kills of an earlier worker in the slot
-	l.started(0, c)
+	l.started(0, 100, c, nil)
 
 	// The kernel counts the worker's OOM kill; a check runs before the
 	// worker is reaped, and another after it was restarted.
 	c.kills++
 	l.check(name)
-	if got := l.explain(0, sigkill); got != "killed by the OOM killer (cgroup memory limit)" {
+	if got := l.explain(0, 100, sigkill); got != "killed by the OOM killer (cgroup memory limit)" {
 		t.Errorf("OOM-killed worker whose kill a check saw first explained as %q", got)
 	}
-	l.started(0, c)
+	l.started(0, 101, c, nil)
 	l.check(name)
 	if out := logged(); out != "" {
 		t.Errorf("the worker's own OOM kill was also logged as a surviving child's:\n%s", out)
@@ -617,7 +618,7 @@ func TestLimiterOOMAccounting(t *testing.T) {
 	}
 	// The worker is then killed by something else: not the OOM killer's
 	// doing, whose kill was the child's and already told.
-	if got := l.explain(0, sigkill); got != "" {
+	if got := l.explain(0, 101, sigkill); got != "" {
 		t.Errorf("SIGKILL after a reported child OOM kill explained as %q, want the bare signal", got)
 	}
 	// No worker runs in the slot: a kill there is nobody's to report.
@@ -629,10 +630,10 @@ func TestLimiterOOMAccounting(t *testing.T) {
 	}
 
 	// A child is killed and the worker exits 1 before a check reports it.
-	l.started(0, c)
+	l.started(0, 102, c, nil)
 	c.kills++
 	l.check(name)
-	if got := l.explain(0, exit1); got != "exited with code 1 (a process inside it was killed by the OOM killer, cgroup memory limit)" {
+	if got := l.explain(0, 102, exit1); got != "exited with code 1 (a process inside it was killed by the OOM killer, cgroup memory limit)" {
 		t.Errorf("exit 1 after a child's OOM kill explained as %q", got)
 	}
 	l.check(name)
@@ -642,12 +643,12 @@ func TestLimiterOOMAccounting(t *testing.T) {
 
 	// cgroup v2 tells the slot's own limit from one above it.
 	v2 := &fakeOOM{v2: true}
-	l.started(1, v2)
+	l.started(1, 200, v2, nil)
 	v2.kills++
-	if got := l.explain(1, sigkill); got != "killed by the OOM killer (a memory limit above the worker's, such as the container's)" {
+	if got := l.explain(1, 200, sigkill); got != "killed by the OOM killer (a memory limit above the worker's, such as the container's)" {
 		t.Errorf("v2 kill without an own limit event explained as %q", got)
 	}
-	l.started(1, v2)
+	l.started(1, 201, v2, nil)
 	v2.kills, v2.limit = v2.kills+2, v2.limit+1
 	l.check(name)
 	l.check(name)
@@ -735,5 +736,55 @@ func TestMemoryRecycleIgnoresPageCache(t *testing.T) {
 			t.Fatalf("a worker was recycled for its page cache:\n%s", p.errText())
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// TestReplacementHasItsOwnCgroup checks that a reload's replacement does
+// not share its slot's cgroup with the old process it takes over from:
+// it starts in a sibling (worker-0.1) with the same limits, so that both
+// have the slot's full memory and pids limits during the handover, and
+// the next reload's replacement goes back to the emptied worker-0.
+func TestReplacementHasItsOwnCgroup(t *testing.T) {
+	requireCgroupV1(t)
+	dir := t.TempDir()
+	port := testbin.FreePort(t)
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	script := filepath.Join(dir, "serve")
+	writeRelease(t, script, "1", "")
+	p := start(t, runOpts{pid1: true, env: []string{"APP_ADDR=" + addr}}, "--workers=1", "--memory-limit=64Mi", "--", script)
+	defer p.cmd.Process.Signal(syscall.SIGKILL)
+	answeringPids(t, "tcp", addr, 1)
+	server := bindServer(t)
+	// memoryDir is the memory cgroup of the one descendant of goinit
+	// whose argv starts with argv0.
+	memoryDir := func(argv0 string) string {
+		var pids []int
+		eventually(t, 10*time.Second, "one process "+argv0, func() bool {
+			pids = pids[:0]
+			for k := range descendants(p.cmd.Process.Pid) {
+				if b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", k)); strings.Split(string(b), "\x00")[0] == argv0 {
+					pids = append(pids, k)
+				}
+			}
+			return len(pids) == 1
+		})
+		return v1Dir(t, pids[0], "memory")
+	}
+	for i, want := range []string{"worker-0.1", "worker-0"} {
+		// The replacement sleeps before it serves: the old worker keeps
+		// serving meanwhile, in its own cgroup.
+		writeRelease(t, script, "", fmt.Sprintf("sleep 1; APP_VERSION=%d exec %s", i+2, server))
+		old := memoryDir(server)
+		p.signal(syscall.SIGHUP)
+		next := memoryDir("sleep")
+		if filepath.Base(next) != want || filepath.Dir(next) != filepath.Dir(old) {
+			t.Fatalf("reload %d: the replacement runs in %s beside the old worker's %s, want %s", i+1, next, old, want)
+		}
+		for _, d := range []string{old, next} {
+			if n := readInt(t, d+"/memory.limit_in_bytes"); n != 64<<20 {
+				t.Errorf("%s/memory.limit_in_bytes = %d, want 64Mi", d, n)
+			}
+		}
+		waitLogN(t, p, "reload complete", i+1, 20*time.Second)
 	}
 }

@@ -45,9 +45,10 @@ type operator struct {
 	held func() []state.Socket
 	logs *worklog.Logs // nil with --worker-logs=inherit
 
-	// usage reads a worker slot's cgroup; nil without limits. oomKills
-	// are the OOM kills reported per slot.
-	usage    func(id int) (cgroup.Usage, bool)
+	// usage reads a process's cgroup; nil without limits. oomKills are
+	// the OOM kills reported per slot. cached is the last usage read, by
+	// pid.
+	usage    func(pid int) (cgroup.Usage, bool)
 	oomKills func() map[int]uint64
 	cached   map[int]cgroup.Usage
 	next     time.Time // next periodic publish
@@ -245,16 +246,13 @@ func (s *supervisor) publish(now time.Time) {
 		if o.usage != nil {
 			// Afresh each time: a slot scaled away leaves no stale entry.
 			o.cached = map[int]cgroup.Usage{}
-			ids := []int{}
-			for _, sl := range s.pool.Slots() {
-				ids = append(ids, sl.ID)
-			}
+			slots := s.pool.Slots()
 			if s.agent != nil {
-				ids = append(ids, agentID)
+				slots = append(slots, s.agent.Slots()...)
 			}
-			for _, id := range ids {
-				if u, ok := o.usage(id); ok {
-					o.cached[id] = u
+			for _, sl := range slots {
+				if u, ok := o.usage(sl.Pid); ok {
+					o.cached[sl.Pid] = u
 				}
 			}
 		}
@@ -279,11 +277,11 @@ func (s *supervisor) publish(now time.Time) {
 	if !s.cfg.clusterMode {
 		role = state.RoleCommand
 	}
-	// withCgroup adds what the cgroup of slot id (agentID for the agent)
-	// says to p.
+	// withCgroup adds what the cgroup of p's process, and the OOM kills
+	// of its slot id (agentID for the agent), say to p.
 	withCgroup := func(p state.Process, id int) state.Process {
 		p.OOMKills = ooms[id]
-		if u, ok := o.cached[id]; ok {
+		if u, ok := o.cached[p.PID]; ok && p.PID != 0 {
 			p.HasCgroup, p.MemoryBytes, p.CPUSeconds = true, uint64(max(u.MemoryBytes, 0)), u.CPUTime.Seconds()
 		}
 		return p

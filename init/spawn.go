@@ -25,6 +25,8 @@ type slotCgroup interface {
 	FD() (int, bool)
 	// Add moves pid into the cgroup (cgroup v1).
 	Add(pid int) error
+	// Started says the worker is pid, once it runs there.
+	Started(pid int)
 }
 
 // spawner starts worker processes: the command itself, or goinit's shim
@@ -312,6 +314,9 @@ func (s *spawner) start(id, release int) (int, error) {
 		handoff.Started()
 		// Returns at once; the notification fd arrives from the shim.
 		s.sharer.AttachHandoff(id, pid, handoff, 0)
+	}
+	if cg != nil {
+		cg.Started(pid)
 	}
 	if placeAfterFork {
 		if err := cg.Add(pid); err != nil {

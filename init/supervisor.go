@@ -56,7 +56,8 @@ type supervisor struct {
 	// oomCheckInterval; nil without cgroup limits.
 	oomCheck  func(name func(int) string)
 	nextCheck time.Time
-	// memoryOver lists slots over a memory size, for --memory-recycle.
+	// memoryOver lists the worker pids over a memory size, for
+	// --memory-recycle.
 	memoryOver func(limit int64) []int
 	name       func(int) string
 
@@ -352,8 +353,12 @@ func (s *supervisor) onTimer(now time.Time) {
 	if s.oomCheck != nil && !now.Before(s.nextCheck) {
 		s.oomCheck(s.name)
 		if s.cfg.memoryRecycle > 0 && s.phase == running {
-			for _, id := range s.memoryOver(s.cfg.memoryRecycle) {
-				s.pool.Recycle(id, fmt.Sprintf("its memory passed %s (--memory-recycle)", cgroup.FormatBytes(s.cfg.memoryRecycle)), now)
+			for _, pid := range s.memoryOver(s.cfg.memoryRecycle) {
+				// Only a slot's current process: a draining one is
+				// on its way out already.
+				if id, ok := s.pool.WorkerOf(pid); ok && id < s.pool.Workers() && s.pool.Slots()[id].Pid == pid {
+					s.pool.Recycle(id, fmt.Sprintf("its memory passed %s (--memory-recycle)", cgroup.FormatBytes(s.cfg.memoryRecycle)), now)
+				}
 			}
 		}
 		s.nextCheck = now.Add(oomCheckInterval)

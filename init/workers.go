@@ -24,22 +24,22 @@ type workerEnv struct {
 	// gets when ports are shared.
 	tcp     []*os.File
 	cgroup  func(id int) (slotCgroup, error)
-	explain func(id int, st reaper.Status) string
+	explain func(id, pid int, st reaper.Status) string
 	// oomCheck reports OOM kills inside running workers; nil without
 	// cgroup limits.
 	oomCheck func(name func(int) string)
-	// memoryOver lists the slots using more memory than a limit; usage
-	// reads one slot's cgroup; oomKills are the OOM kills reported per
-	// slot. All nil without cgroup limits.
+	// memoryOver lists the worker pids using more memory than a limit;
+	// usage reads one process's cgroup; oomKills are the OOM kills
+	// reported per slot. All nil without cgroup limits.
 	memoryOver func(limit int64) []int
-	usage      func(id int) (cgroup.Usage, bool)
+	usage      func(pid int) (cgroup.Usage, bool)
 	oomKills   func() map[int]uint64
 	// sharer shares the ports workers bind themselves; nil when off.
 	sharer *portshare.Sharer
 	// agentCgroup and agentExplain are the agent's cgroup and OOM
 	// explanation; nil without cgroups.
 	agentCgroup  func(id int) (slotCgroup, error)
-	agentExplain func(id int, st reaper.Status) string
+	agentExplain func(id, pid int, st reaper.Status) string
 }
 
 // prepareWorkers binds the --listen sockets and creates the workers'
