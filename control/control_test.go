@@ -60,6 +60,7 @@ type fakeSupervisor struct {
 	mu       sync.Mutex
 	asked    []Request
 	rollback bool // the next reload --wait fails
+	hold     bool // reload --wait is never answered
 }
 
 func (f *fakeSupervisor) run(ctx context.Context, reqs <-chan Request, pub *state.Publisher) {
@@ -71,11 +72,12 @@ func (f *fakeSupervisor) run(ctx context.Context, reqs <-chan Request, pub *stat
 		case r := <-reqs:
 			f.mu.Lock()
 			f.asked = append(f.asked, r)
-			rollback := f.rollback
+			rollback, hold := f.rollback, f.hold
 			f.mu.Unlock()
 			switch r.Cmd {
 			case CmdReload:
 				switch {
+				case hold && r.Args.Wait:
 				case !r.Args.Wait:
 					r.Respond(Response{Message: "reload started"})
 				case rollback:
@@ -485,5 +487,41 @@ func copyFile(t *testing.T, from, to string) {
 	}
 	if err := os.WriteFile(to, b, 0o755); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A reload --wait client that goes away gives its slot back at once, not
+// when the reload ends; one that only half-closes still gets the answer.
+func TestReloadWaitClientLeaves(t *testing.T) {
+	ts := startServer(t, Options{MaxClients: 1})
+	ts.sup.mu.Lock()
+	ts.sup.hold = true
+	ts.sup.mu.Unlock()
+	c, err := net.Dial("unix", ts.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.WriteString(c, `{"v":1,"cmd":"reload","wait":true}`+"\n")
+	c.(*net.UnixConn).CloseWrite() // a half-close is not leaving
+	deadline := time.Now().Add(5 * time.Second)
+	for ts.sup.last().Cmd != CmdReload {
+		if time.Now().After(deadline) {
+			t.Fatal("the supervisor never got the reload")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if code, _, errs := ts.cli(t, "status"); code != ExitFailed || !strings.Contains(errs, "busy") {
+		t.Fatalf("status while a half-closed reload --wait waits: exit %d %q, want busy", code, errs)
+	}
+	c.Close()
+	for {
+		code, _, _ := ts.cli(t, "status")
+		if code == ExitOK {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the slot of a reload --wait client that left is still taken: status exit %d", code)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }

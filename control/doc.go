@@ -53,7 +53,9 @@
 // [Response], so it never waits either. Per connection there are deadlines
 // for the request and for every write (a client that never reads is closed
 // when its write times out), and at most [DefaultMaxClients] connections are
-// served at once; the next one gets an error line at once.
+// served at once; the next one gets an error line at once. A reload --wait
+// client that closes its connection (not one that only half-closes it after
+// the request) gives its slot back within half a second.
 //
 // # Client
 //

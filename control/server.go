@@ -253,9 +253,58 @@ func (s *Server) serveConn(ctx context.Context, c *net.UnixConn) {
 		s.write(c, s.status())
 	case CmdTop:
 		s.top(ctx, c, interval)
+	case CmdReload:
+		if args.Wait {
+			// A reload can take minutes: a client that has gone away
+			// meanwhile gives its slot back at once.
+			var stop func()
+			ctx, stop = untilHangup(ctx, c)
+			defer stop()
+		}
+		s.write(c, s.ask(ctx, req.Cmd, args))
 	default:
 		s.write(c, s.ask(ctx, req.Cmd, args))
 	}
+}
+
+// hangupPoll is how often untilHangup looks at the connection.
+const hangupPoll = 500 * time.Millisecond
+
+// untilHangup returns a context that ends with ctx or once the client has
+// closed its end of c entirely (POLLHUP), and the function that stops
+// watching. A half-close (shutdown(SHUT_WR), as socat and nc -N do after
+// the request) is not a hangup: such a client still reads the answer.
+// Go's poller does not report POLLHUP, so one goroutine polls the socket
+// (never a read, which would consume the client's bytes) until stopped.
+func untilHangup(ctx context.Context, c *net.UnixConn) (context.Context, func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return ctx, cancel
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for ctx.Err() == nil {
+			hup := false
+			// Within Control the descriptor cannot be closed under us.
+			raw.Control(func(fd uintptr) {
+				pfd := []unix.PollFd{{Fd: int32(fd)}}
+				if n, err := unix.Poll(pfd, 0); err == nil && n > 0 {
+					hup = pfd[0].Revents&(unix.POLLHUP|unix.POLLERR) != 0
+				}
+			})
+			if hup {
+				cancel()
+				return
+			}
+			select {
+			case <-ctx.Done():
+			case <-time.After(hangupPoll):
+			}
+		}
+	}()
+	return ctx, func() { cancel(); <-done }
 }
 
 func peerCred(c *net.UnixConn) (*unix.Ucred, error) {
