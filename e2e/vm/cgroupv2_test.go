@@ -5,6 +5,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -24,18 +26,26 @@ import (
 // goinit; a fork bomb stops at --pids-limit; a read-only cgroupfs, a shared
 // cgroup and an undelegated controller are each one clear line and exit 2
 // (a warning with --cgroup=optional); and after every run nothing of
-// goinit's is left.
+// goinit's is left. --memory-recycle replaces a worker whose working set
+// grows past it, gracefully, and not one whose cgroup holds only the page
+// cache of what it read.
 func TestCgroupV2(t *testing.T) {
 	script, err := os.ReadFile(filepath.Join("testdata", "cgroupv2.sh"))
 	if err != nil {
 		t.Fatal(err)
 	}
+	files := map[string]string{
+		"/bin/goinit":      testbin.Goinit(t),
+		"/bin/limitworker": testbin.Build(t, "./init/testdata/limitworker"),
+		"/bin/cgroup.test": testBinary(t, "./cgroup"),
+	}
+	// The page-cache scenario's RAM disk: Debian builds every block device
+	// as a module, and the VM has no disk.
+	if brd := kernelModule(t, "kernel/drivers/block/brd.ko"); brd != "" {
+		files["/lib/modules/brd.ko"] = brd
+	}
 	res, err := vmtest.Run(context.Background(), t, vmtest.Config{
-		Files: map[string]string{
-			"/bin/goinit":      testbin.Goinit(t),
-			"/bin/limitworker": testbin.Build(t, "./init/testdata/limitworker"),
-			"/bin/cgroup.test": testBinary(t, "./cgroup"),
-		},
+		Files:   files,
 		Script:  string(script),
 		Timeout: 170 * time.Second,
 	})
@@ -51,6 +61,7 @@ func TestCgroupV2(t *testing.T) {
 		"placed", "cleanup-placed", "leaf", "controllers", "limits-written", "memory-high", "cpu-limit", "cleanup-spin",
 		"oom-score", "workers-answer", "oom-kill-reported", "oom-restart", "child-oom-reported", "cleanup-workers",
 		"container-oom", "cleanup-container-oom",
+		"memory-recycle", "memory-recycle-graceful", "cleanup-recycle", "page-cache", "cleanup-page-cache",
 		"pids-limit", "cleanup-pids",
 		"readonly", "readonly-optional", "cleanup-readonly",
 		"busy", "cleanup-busy", "not-delegated", "cleanup-not-delegated",
@@ -67,6 +78,48 @@ func testBinary(t *testing.T, pkg string) string {
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if b, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("go test -c %s: %v\n%s", pkg, err, b)
+	}
+	return out
+}
+
+// kernelModule returns a file holding the module rel (a path below
+// /lib/modules/VERSION/) of the kernel the VM boots, extracted once from
+// that kernel's Debian package, which vmtest keeps in its cache, into
+// .cache/vmtest-modules. The package is the one whose vmlinuz vmtest
+// extracted into cache/NAME_VERSION/, so it is at cache/debs/NAME_VERSION.deb.
+// It returns "" for a kernel from VMTEST_KERNEL, which has no package: the
+// scenario that needs the module then fails unless that kernel has it built in.
+func kernelModule(t *testing.T, rel string) string {
+	t.Helper()
+	img := vmtest.Prepare(t)
+	if img.KernelSource == vmtest.EnvKernel {
+		t.Logf("%s=%s: no package to take %s from", vmtest.EnvKernel, img.Kernel, rel)
+		return ""
+	}
+	key := filepath.Base(filepath.Dir(img.Kernel))
+	out := filepath.Join(testbin.CacheDir(t), "vmtest-modules", key, filepath.Base(rel))
+	if _, err := os.Stat(out); err == nil {
+		return out
+	}
+	deb := filepath.Join(filepath.Dir(filepath.Dir(img.Kernel)), "debs", key+".deb")
+	// tar reads the whole stream (a few seconds), so the result is cached.
+	cmd := exec.Command("sh", "-c", `dpkg-deb --fsys-tarfile "$0" | tar -xO --wildcards "./lib/modules/*/$1"`, deb, rel)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	b, err := cmd.Output()
+	if err != nil || len(b) == 0 {
+		t.Fatalf("extract %s from %s: %v: %s", rel, deb, err, stderr.String())
+	}
+	if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	// Written whole and renamed, so a concurrent test never reads half a module.
+	tmp := out + ".tmp" + strconv.Itoa(os.Getpid())
+	if err := os.WriteFile(tmp, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, out); err != nil {
+		t.Fatal(err)
 	}
 	return out
 }

@@ -3,8 +3,9 @@
 # cgroup of a cgroup2-only hierarchy with no controller enabled in the root's
 # cgroup.subtree_control. Every wait has a deadline.
 #
-# Files: /bin/goinit, /bin/limitworker (init/testdata/limitworker) and
-# /bin/cgroup.test (the cgroup package's tests, go test -c).
+# Files: /bin/goinit, /bin/limitworker (init/testdata/limitworker),
+# /bin/cgroup.test (the cgroup package's tests, go test -c) and
+# /lib/modules/brd.ko (the RAM disk driver of the kernel's package).
 
 CG=/sys/fs/cgroup
 D=/tmp/triggers # trigger files for limitworker serve
@@ -108,6 +109,32 @@ cleaned() {
 	else
 		fail $3 "left: $_left; /$1 subtree_control '$_st' (was '$2'); processes in it: $_procs"
 	fi
+}
+
+# mib BYTES: BYTES in MiB, for a verdict.
+mib() { awk -v b=$1 'BEGIN { printf "%.1fMiB", b / 1048576 }'; }
+
+# memstat CGROUP: read the memory of the cgroup directory CGROUP as v2
+# exposes it. Sets CUR (memory.current) and WS, the working set the kubelet
+# counts and --memory-recycle compares: memory.current minus memory.stat's
+# inactive_file; and MEMSTAT, both with inactive_file and anon, for a verdict.
+memstat() {
+	CUR=$(cat $1/memory.current 2>/dev/null)
+	_inact=$(awk '$1 == "inactive_file" { print $2 }' $1/memory.stat 2>/dev/null)
+	_anon=$(awk '$1 == "anon" { print $2 }' $1/memory.stat 2>/dev/null)
+	CUR=${CUR:-0} _inact=${_inact:-0} _anon=${_anon:-0}
+	WS=$((CUR - _inact))
+	MEMSTAT="memory.current $(mib $CUR) - inactive_file $(mib $_inact) = working set $(mib $WS) (anon $(mib $_anon))"
+}
+
+# stop_workers NAME CLEANUP: stop goinit ($GPID, started in /ctr as NAME,
+# with --workers) by SIGTERM; it must exit 0, its workers' deaths by the stop
+# signal being no failure, and leave /ctr as it found it (verdict CLEANUP).
+stop_workers() {
+	kill -TERM $GPID
+	wait_exit $GPID 30
+	[ "$RC" = 0 ] || { show $1; fail $1-exit "goinit exit $RC after SIGTERM, want 0"; }
+	cleaned ctr "$st" $2
 }
 
 # one_line NAME PATTERN: the verdict that /tmp/NAME.log is exactly one line
@@ -254,10 +281,7 @@ else
 	show oom
 	fail workers-answer "the workers did not start serving"
 fi
-kill -TERM $GPID
-wait_exit $GPID 30
-[ "$RC" = 0 ] || { show oom; fail oom-exit "goinit exit $RC after SIGTERM, want 0"; }
-cleaned ctr "$st" cleanup-workers
+stop_workers oom cleanup-workers
 
 # --- An OOM kill caused by the container's limit, not the worker's: the log
 # must say so, or a user would raise --memory-limit in vain.
@@ -272,6 +296,89 @@ else
 	fail container-oom "exit $RC; want 137 and \"$want\" logged"
 fi
 cleaned ctr "$st" cleanup-container-oom
+
+# --- --memory-recycle: a worker whose working set passes the size is
+# replaced gracefully, as a reload does, long before --memory-limit would
+# OOM-kill it: a successor serves, then the old process ends by the stop
+# signal; goinit stays up.
+rm -f $D/*
+start_in ctr recycle --workers=1 --listen=127.0.0.1:$PORT --memory-limit=128Mi --memory-recycle=32Mi -- /bin/limitworker serve $D
+W=$CG/ctr/goinit-$GPID/worker-0
+if until_ok 30 serving recycle 0; then
+	R0=$(serving_pid recycle 0)
+	memstat $W
+	before=$MEMSTAT
+	touch $D/grow-0
+	want="worker 0 (pid $R0): recycling (its memory passed 32MiB (--memory-recycle))"
+	# Its memory is read as soon as it has grown, most likely before the
+	# next check (every 2 s) recycles it, for the verdict's detail.
+	if until_ok 15 logged /tmp/recycle.out "worker 0 grew 48 MiB" && memstat $W && grown=$MEMSTAT &&
+		until_ok 10 logged /tmp/recycle.log "$want"; then
+		pass memory-recycle "$(grep -F "$want" /tmp/recycle.log); before growing: $before; grown: $grown"
+	else
+		memstat $W
+		show recycle
+		fail memory-recycle "no \"$want\" logged; before growing: $before; now: $MEMSTAT"
+	fi
+	if until_ok 20 serving recycle 0 $R0 && R1=$(serving_pid recycle 0) &&
+		until_ok 20 logged /tmp/recycle.log "worker 0 (pid $R0, replaced by pid $R1) " && answers 20 "worker 0 pid $R1"; then
+		line=$(grep -F "worker 0 (pid $R0, replaced by pid $R1) " /tmp/recycle.log)
+		kills=$(awk '$1 == "oom_kill" { print $2 }' $W/memory.events)
+		case "$line" in
+		*"msg=\"worker 0 (pid $R0, replaced by pid $R1) killed by signal 15 (TERM) after "*)
+			if [ "$kills" = 0 ] && ! gone $GPID; then
+				pass memory-recycle-graceful "pid $R1 answers; $line; worker-0 memory.events oom_kill 0"
+			else
+				fail memory-recycle-graceful "$line; but worker-0 memory.events oom_kill $kills (want 0), goinit gone: $(gone $GPID && echo yes || echo no)"
+			fi ;;
+		*) fail memory-recycle-graceful "the old worker did not end by the stop signal: $line" ;;
+		esac
+	else
+		show recycle
+		fail memory-recycle-graceful "no successor of pid $R0 serving and answering, or its exit not logged"
+	fi
+else
+	show recycle
+	fail memory-recycle "the worker did not start serving"
+fi
+stop_workers recycle cleanup-recycle
+
+# --- --memory-recycle counts the working set, not the page cache of what a
+# worker merely reads. The VM has no disk, and a tmpfs file's pages are
+# shmem charged to whoever wrote them, not file cache charged to its
+# readers; so the worker reads a brd RAM disk (the module is shipped from the
+# kernel's package). /dev/ram0 was never written, so brd itself holds no
+# page; every block read lands in the block device's page cache, charged to
+# the reader's cgroup as inactive file cache. The worker keeps the device
+# open (fd 3): the kernel drops a block device's cache at its last close.
+[ -e /dev/ram0 ] || ! [ -e /lib/modules/brd.ko ] || insmod /lib/modules/brd.ko rd_nr=1 rd_size=65536
+if [ -b /dev/ram0 ]; then
+	start_in ctr cache --workers=1 --ready=exec --memory-limit=256Mi --memory-recycle=24Mi -- \
+		sh -c 'exec 3</dev/ram0; dd if=/dev/ram0 of=/dev/null bs=1M 2>/dev/null; echo read; exec sleep 1000'
+	W=$CG/ctr/goinit-$GPID/worker-0
+	cache_over() { memstat $W && [ $CUR -gt $((24 << 20)) ]; }
+	if until_ok 20 logged /tmp/cache.out read && until_ok 10 cache_over; then
+		over=$MEMSTAT
+		if [ $WS -ge $((24 << 20)) ]; then
+			fail page-cache "the working set itself is over 24MiB, not only the cache, so a recycle would be right and this proves nothing: $over"
+		# At least three checks (every 2 s) see the cache; one recycle fails
+		# it at once.
+		elif until_ok 7 logged /tmp/cache.log recycling; then
+			memstat $W
+			fail page-cache "recycled for its page cache: $(grep -F recycling /tmp/cache.log); when the cache was charged: $over; now: $MEMSTAT"
+		else
+			memstat $W
+			pass page-cache "not recycled over 7 s at --memory-recycle=24Mi with $MEMSTAT"
+		fi
+	else
+		memstat $W
+		show cache
+		fail page-cache "the disk's cache was not charged to the worker's cgroup above 24MiB, so this proves nothing: $MEMSTAT"
+	fi
+	stop_workers cache cleanup-page-cache
+else
+	fail page-cache "no RAM disk /dev/ram0 (/lib/modules/brd.ko: $(ls -l /lib/modules/brd.ko 2>&1)); the VM has no other file system whose page cache a reader is charged for"
+fi
 
 # --- A fork bomb under --pids-limit=8: sh and 7 sleeps fit.
 run_in ctr pids --pids-limit=8 -- sh -c "$FORK_BOMB"

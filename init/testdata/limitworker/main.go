@@ -13,6 +13,9 @@
 //	DIR/child-oom-ID  removed, then a child "limitworker alloc" runs; when it
 //	                  ends the worker prints "worker ID child ended: STATUS"
 //	                  and keeps serving
+//	DIR/grow-ID       removed, then the worker allocates and touches 48 MiB,
+//	                  keeps it, prints "worker ID grew 48 MiB" and keeps
+//	                  serving (a leak that --memory-recycle should catch)
 //
 // Removing the trigger first means the restarted worker serves normally.
 package main
@@ -64,6 +67,10 @@ func serve(dir string) {
 			if os.Remove(filepath.Join(dir, "oom-"+id)) == nil {
 				alloc()
 			}
+			if os.Remove(filepath.Join(dir, "grow-"+id)) == nil {
+				grown = append(grown, touched(growMiB)...)
+				fmt.Printf("worker %s grew %d MiB\n", id, growMiB)
+			}
 			if os.Remove(filepath.Join(dir, "child-oom-"+id)) == nil {
 				go func() {
 					err := exec.Command("/proc/self/exe", "alloc").Run()
@@ -80,17 +87,36 @@ func serve(dir string) {
 	os.Exit(1)
 }
 
+// growMiB is how much the grow trigger allocates: well above the tests'
+// --memory-recycle sizes, well below their --memory-limit.
+const growMiB = 48
+
+// grown holds what the grow trigger allocated. A package variable, so that
+// it stays reachable: a local one that is never read again could be
+// collected.
+var grown [][]byte
+
+// touched returns n MiB of heap, every page written so that it is really
+// charged to the cgroup, not only reserved.
+func touched(n int) [][]byte {
+	keep := make([][]byte, 0, n)
+	for range n {
+		b := make([]byte, 1<<20)
+		for i := 0; i < len(b); i += 4096 {
+			b[i] = 1
+		}
+		keep = append(keep, b)
+	}
+	return keep
+}
+
 // alloc grows the heap 1 MiB at a time, touching every page so it is
 // really charged, and keeps it all reachable until the OOM killer ends it.
 func alloc() {
 	debug.SetGCPercent(-1)
 	var keep [][]byte
 	for {
-		b := make([]byte, 1<<20)
-		for i := 0; i < len(b); i += 4096 {
-			b[i] = 1
-		}
-		keep = append(keep, b)
+		keep = append(keep, touched(1)...)
 		if len(keep)%1024 == 0 {
 			fmt.Fprintf(os.Stderr, "limitworker: %d MiB allocated and still alive\n", len(keep))
 		}
