@@ -26,7 +26,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime/debug"
 	"time"
 
 	"github.com/goinit/goinit/listen"
@@ -110,15 +109,25 @@ func touched(n int) [][]byte {
 	return keep
 }
 
-// alloc grows the heap 1 MiB at a time, touching every page so it is
-// really charged, and keeps it all reachable until the OOM killer ends it.
+// allocReserve is what alloc reserves: above every memory limit the tests
+// set (512Mi at most), below the VM's 1 GiB, so that the kernel's
+// overcommit heuristic grants it.
+const allocReserve = 768 << 20
+
+// alloc touches one page after another of a single reservation, so that
+// its memory is really charged, until the OOM killer ends it. One
+// reservation, not a heap grown 1 MiB at a time: growing takes the mmap
+// lock for writing over and over, and a victim killed while it holds the
+// lock cannot be reaped at once; on a slow machine the kernel then gives
+// up on it and kills the next process of the cgroup, its parent.
 func alloc() {
-	debug.SetGCPercent(-1)
-	var keep [][]byte
-	for {
-		keep = append(keep, touched(1)...)
-		if len(keep)%1024 == 0 {
-			fmt.Fprintf(os.Stderr, "limitworker: %d MiB allocated and still alive\n", len(keep))
+	b := make([]byte, allocReserve)
+	for i := 0; i < len(b); i += 4096 {
+		b[i] = 1
+		if i%(64<<20) == 0 && i > 0 {
+			fmt.Fprintf(os.Stderr, "limitworker: %d MiB allocated and still alive\n", i>>20)
 		}
 	}
+	fmt.Fprintf(os.Stderr, "limitworker: all %d MiB allocated and never killed: no memory limit below that\n", allocReserve>>20)
+	os.Exit(3)
 }
