@@ -2,11 +2,10 @@ package vm_test
 
 import (
 	"context"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"testing"
 	"time"
 
@@ -40,9 +39,15 @@ func TestCgroupV2(t *testing.T) {
 		"/bin/cgroup.test": testBinary(t, "./cgroup"),
 	}
 	// The page-cache scenario's RAM disk: Debian builds every block device
-	// as a module, and the VM has no disk.
-	if brd := kernelModule(t, "kernel/drivers/block/brd.ko"); brd != "" {
+	// as a module, and the VM has no disk (its files are in memory charged
+	// to their writer).
+	switch brd, err := vmtest.Prepare(t).KernelModule("kernel/drivers/block/brd.ko"); {
+	case err == nil:
 		files["/lib/modules/brd.ko"] = brd
+	case errors.Is(err, vmtest.ErrNoKernelPackage):
+		t.Logf("%v: the page-cache scenario fails unless that kernel has brd built in", err)
+	default:
+		t.Fatal(err)
 	}
 	res, err := vmtest.Run(context.Background(), t, vmtest.Config{
 		Files:   files,
@@ -78,48 +83,6 @@ func testBinary(t *testing.T, pkg string) string {
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if b, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("go test -c %s: %v\n%s", pkg, err, b)
-	}
-	return out
-}
-
-// kernelModule returns a file holding the module rel (a path below
-// /lib/modules/VERSION/) of the kernel the VM boots, extracted once from
-// that kernel's Debian package, which vmtest keeps in its cache, into
-// .cache/vmtest-modules. The package is the one whose vmlinuz vmtest
-// extracted into cache/NAME_VERSION/, so it is at cache/debs/NAME_VERSION.deb.
-// It returns "" for a kernel from VMTEST_KERNEL, which has no package: the
-// scenario that needs the module then fails unless that kernel has it built in.
-func kernelModule(t *testing.T, rel string) string {
-	t.Helper()
-	img := vmtest.Prepare(t)
-	if img.KernelSource == vmtest.EnvKernel {
-		t.Logf("%s=%s: no package to take %s from", vmtest.EnvKernel, img.Kernel, rel)
-		return ""
-	}
-	key := filepath.Base(filepath.Dir(img.Kernel))
-	out := filepath.Join(testbin.CacheDir(t), "vmtest-modules", key, filepath.Base(rel))
-	if _, err := os.Stat(out); err == nil {
-		return out
-	}
-	deb := filepath.Join(filepath.Dir(filepath.Dir(img.Kernel)), "debs", key+".deb")
-	// tar reads the whole stream (a few seconds), so the result is cached.
-	cmd := exec.Command("sh", "-c", `dpkg-deb --fsys-tarfile "$0" | tar -xO --wildcards "./lib/modules/*/$1"`, deb, rel)
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	b, err := cmd.Output()
-	if err != nil || len(b) == 0 {
-		t.Fatalf("extract %s from %s: %v: %s", rel, deb, err, stderr.String())
-	}
-	if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	// Written whole and renamed, so a concurrent test never reads half a module.
-	tmp := out + ".tmp" + strconv.Itoa(os.Getpid())
-	if err := os.WriteFile(tmp, b, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Rename(tmp, out); err != nil {
-		t.Fatal(err)
 	}
 	return out
 }

@@ -60,6 +60,41 @@ type Image struct {
 	Busybox string
 	// BusyboxSource names where Busybox came from, like KernelSource.
 	BusyboxSource string
+
+	// kernelDeb is the Debian package Kernel came from, for its modules;
+	// "" for a kernel from EnvKernel.
+	kernelDeb string
+}
+
+// ErrNoKernelPackage is KernelModule's error for a kernel from EnvKernel.
+var ErrNoKernelPackage = errors.New("vmtest: the kernel comes with no package to take modules from")
+
+// KernelModule returns a file holding the module rel of the kernel the VM
+// boots (a path below /lib/modules/VERSION/, such as
+// "kernel/drivers/block/brd.ko"), for a test to ship in Config.Files and
+// insmod: Debian's kernel has most drivers as modules, and the VM loads
+// none by itself. It is extracted once from the kernel's package into the
+// cache. A kernel from EnvKernel has no package: ErrNoKernelPackage.
+func (img *Image) KernelModule(rel string) (string, error) {
+	if img.kernelDeb == "" {
+		return "", fmt.Errorf("%w: %s (%s), for %s", ErrNoKernelPackage, img.Kernel, img.KernelSource, rel)
+	}
+	dst := filepath.Join(filepath.Dir(img.Kernel), "modules", filepath.Base(rel))
+	if _, err := os.Stat(dst); err == nil {
+		return dst, nil
+	}
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		return "", err
+	}
+	inModules := func(name string) bool {
+		v, ok := strings.CutPrefix(name, "./lib/modules/")
+		_, r, found := strings.Cut(v, "/")
+		return ok && found && r == rel
+	}
+	if err := extract(img.kernelDeb, inModules, dst); err != nil {
+		return "", err
+	}
+	return dst, nil
 }
 
 // prepared caches the Image for the life of the test process. It is the
@@ -153,6 +188,7 @@ func prepare(cache string, logf func(string, ...any)) (*Image, error) {
 		pkgs = nil
 		if img.Kernel == "" {
 			img.Kernel, img.KernelSource = preferUncompressed(kernel, logf), filepath.Base(filepath.Dir(kernel))
+			img.kernelDeb = kernelDeb(cache, img.Kernel)
 		}
 		if img.Busybox == "" {
 			img.Busybox, img.BusyboxSource = busybox, filepath.Base(filepath.Dir(busybox))
@@ -166,6 +202,7 @@ func prepare(cache string, logf func(string, ...any)) (*Image, error) {
 			return nil, err
 		}
 		img.Kernel = preferUncompressed(img.Kernel, logf)
+		img.kernelDeb = kernelDeb(cache, img.Kernel)
 	}
 	if img.Busybox == "" {
 		b := pkgs.busybox
@@ -286,10 +323,16 @@ func fetch(cache string, p debPackage, member, out string, logf func(string, ...
 	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
 		return "", err
 	}
-	if err := extract(deb, member, dst); err != nil {
+	if err := extract(deb, func(name string) bool { return strings.HasPrefix(name, member) }, dst); err != nil {
 		return "", err
 	}
 	return dst, nil
+}
+
+// kernelDeb is where fetch keeps the package of the kernel it extracted to
+// cache/<name>_<version>/: cache/debs/<name>_<version>.deb.
+func kernelDeb(cache, kernel string) string {
+	return filepath.Join(cache, "debs", filepath.Base(filepath.Dir(kernel))+".deb")
 }
 
 // download runs apt-get download in a fresh directory, then renames the one
@@ -324,7 +367,7 @@ func download(debs string, p debPackage, deb string) error {
 // extract copies the first member of deb whose path starts with prefix to
 // dst. It reads dpkg-deb's tar stream itself so that only that member is
 // written, not the ~400 MB of kernel modules next to it.
-func extract(deb, prefix, dst string) error {
+func extract(deb string, match func(name string) bool, dst string) error {
 	cmd := exec.Command("dpkg-deb", "--fsys-tarfile", deb)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
@@ -339,24 +382,24 @@ func extract(deb, prefix, dst string) error {
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("dpkg-deb: %w", err)
 	}
-	found, copyErr := extractTar(stdout, prefix, dst)
+	found, copyErr := extractTar(stdout, match, dst)
 	// Stop early once the member is out; dpkg-deb's error then says
 	// nothing, so it is reported only if the member was not found.
 	syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 	waitErr := cmd.Wait()
 	if copyErr != nil {
-		return fmt.Errorf("extract %s from %s: %w", prefix, deb, copyErr)
+		return fmt.Errorf("extract from %s: %w", deb, copyErr)
 	}
 	if !found {
 		if waitErr != nil {
 			return fmt.Errorf("dpkg-deb --fsys-tarfile %s: %v: %s", deb, waitErr, stderr.String())
 		}
-		return fmt.Errorf("%s has no member %s*", deb, prefix)
+		return fmt.Errorf("%s has no such member", deb)
 	}
 	return nil
 }
 
-func extractTar(r io.Reader, prefix, dst string) (bool, error) {
+func extractTar(r io.Reader, match func(name string) bool, dst string) (bool, error) {
 	tr := tar.NewReader(r)
 	for {
 		hdr, err := tr.Next()
@@ -366,7 +409,7 @@ func extractTar(r io.Reader, prefix, dst string) (bool, error) {
 		if err != nil {
 			return false, err
 		}
-		if hdr.Typeflag != tar.TypeReg || !strings.HasPrefix(hdr.Name, prefix) {
+		if hdr.Typeflag != tar.TypeReg || !match(hdr.Name) {
 			continue
 		}
 		tmp := dst + ".tmp"
