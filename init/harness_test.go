@@ -67,6 +67,12 @@ type runOpts struct {
 	// hostProc leaves a pid1 goinit with the host's /proc, as
 	// `unshare --pid` without --mount-proc does.
 	hostProc bool
+	// netns gives a pid1 goinit a new network namespace too, with lo up,
+	// as a container has; sysctls (NAME=VALUE) are set in it before
+	// goinit starts, as `docker run --sysctl` does. Its /proc/PID/ns/net
+	// (PID: cmd.Process.Pid) is the way in (see internal/netns).
+	netns   bool
+	sysctls []string
 }
 
 // proc is a running goinit with its output.
@@ -96,6 +102,12 @@ func start(t *testing.T, opts runOpts, args ...string) *proc {
 		cmd = exec.Command(testbin.Build(t, "./init/testdata/procns"), append([]string{bin}, args...)...)
 	}
 	cmd.Env = append(os.Environ(), opts.env...)
+	if opts.netns {
+		if !opts.pid1 || opts.hostProc {
+			t.Fatal("runOpts.netns needs pid1 without hostProc: procns sets the namespace up")
+		}
+		cmd.Env = append(cmd.Env, "PROCNS_LOOPBACK=up", "PROCNS_SYSCTL="+strings.Join(opts.sysctls, ","))
+	}
 	cmd.ExtraFiles = opts.extraFiles
 	cmd.Dir = opts.dir
 	cmd.Stdin = opts.stdin
@@ -103,6 +115,9 @@ func start(t *testing.T, opts runOpts, args ...string) *proc {
 	if opts.pid1 {
 		requireRoot(t)
 		cmd.SysProcAttr.Cloneflags = syscall.CLONE_NEWPID | syscall.CLONE_NEWNS
+		if opts.netns {
+			cmd.SysProcAttr.Cloneflags |= syscall.CLONE_NEWNET
+		}
 	}
 	p := &proc{t: t, cmd: cmd, cond: make(chan struct{}), done: make(chan struct{}), outEOF: make(chan struct{}), errEOF: make(chan struct{})}
 	// A plain pipe, not StdoutPipe: a process left behind may hold the

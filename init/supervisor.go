@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/goinit/goinit/cgroup"
 	"github.com/goinit/goinit/cluster"
+	"github.com/goinit/goinit/listen"
 	"github.com/goinit/goinit/portshare"
 	"github.com/goinit/goinit/reaper"
 	"github.com/goinit/goinit/signals"
@@ -79,6 +81,11 @@ type supervisor struct {
 	// op publishes snapshots and takes control requests; nil with
 	// --control=off and no --health-addr.
 	op *operator
+
+	// sets are the --listen sockets, one set per starting slot with
+	// --balance=reuseport; nil without --listen. Scaling closes and
+	// re-opens the sets of the slots it removes and adds.
+	sets *listen.Sets
 }
 
 // run starts the workers and supervises until every process is gone. It
@@ -218,13 +225,89 @@ func (s *supervisor) scaleTo(n int) error {
 	if n < 1 {
 		return fmt.Errorf("not scaling to %d workers: at least 1", n)
 	}
-	if s.cfg.balance == "reuseport" && len(s.cfg.listen) > 0 && n < s.cfg.workers {
-		// Each starting slot has its own SO_REUSEPORT socket, which goinit
-		// holds: with its worker gone, the connections the kernel hashes
-		// to it would wait for an accept that never comes.
-		return fmt.Errorf("not scaling below %d workers with --balance=reuseport: the removed worker's socket would keep receiving connections; use --balance=shared to scale down", s.cfg.workers)
+	if err := s.checkScaleDown(n); err != nil {
+		return err
 	}
-	return s.pool.Scale(n, time.Now())
+	n, reopenErr := s.reopenSets(n)
+	err := s.pool.Scale(n, time.Now())
+	// A removed slot with no process left gives up its sockets now; one
+	// still draining does when it exits (onExit). A failed scale-up does
+	// not keep the sets it re-opened.
+	s.closeUnusedSets()
+	return errors.Join(reopenErr, err)
+}
+
+// checkScaleDown refuses to scale below the starting count with
+// --balance=reuseport unless the kernel migrates connections: each starting
+// slot has its own SO_REUSEPORT socket, which goinit closes once the slot's
+// last process is gone (kept open, it would hold the connections the
+// kernel hashes to it with nobody to accept them), and closing it resets
+// the connections queued on it unless net.ipv4.tcp_migrate_req moves them
+// to the other workers' sockets.
+func (s *supervisor) checkScaleDown(n int) error {
+	if s.sets == nil || !s.sets.PerSlotTCP() || n >= s.sets.Len() || n >= s.pool.Workers() {
+		return nil
+	}
+	migrate, err := listen.TCPMigrateReq()
+	if migrate {
+		return nil
+	}
+	msg := fmt.Sprintf("not scaling below %d workers with --balance=reuseport: the removed worker's socket would drop the connections queued on it; "+
+		"set net.ipv4.tcp_migrate_req=1 in the container (docker run --sysctl net.ipv4.tcp_migrate_req=1, or a pod's securityContext.sysctls) "+
+		"so goinit can close it and the kernel moves them to the other workers, or use --balance=shared", s.sets.Len())
+	if err != nil {
+		msg += " (" + err.Error() + ")"
+	}
+	return errors.New(msg)
+}
+
+// reopenSets binds again the socket sets, closed by an earlier scale-down,
+// of the slots a scale-up to n adds, before their workers start: a worker
+// must get its slot's own socket. It returns how many workers can run: n,
+// or the id of the first worker whose set could not be bound, with why.
+func (s *supervisor) reopenSets(n int) (int, error) {
+	if s.sets == nil {
+		return n, nil
+	}
+	for id := s.pool.Workers(); id < n && id < s.sets.Len(); id++ {
+		ctx, cancel := context.WithTimeout(context.Background(), reopenTimeout)
+		err := s.sets.Reopen(ctx, id)
+		cancel()
+		if err != nil {
+			return id, fmt.Errorf("worker %d not started (--balance=reuseport): %w", id, err)
+		}
+	}
+	return n, nil
+}
+
+// reopenTimeout bounds the host name lookup of a re-opened --listen
+// address: the supervisor's loop waits for it.
+const reopenTimeout = 5 * time.Second
+
+// closeUnusedSets closes the sockets of the slots scaled away once none of
+// their processes is left, so that the kernel hashes new connections to
+// the other workers' sockets only, and moves the queued ones there
+// (checkScaleDown made sure it does). Set 0 is never closed.
+func (s *supervisor) closeUnusedSets() {
+	if s.sets == nil || s.pool.Workers() >= s.sets.Len() {
+		return // every set has a slot
+	}
+	inUse := make([]int, 0, s.pool.Workers())
+	for id := range s.pool.Workers() {
+		inUse = append(inUse, id)
+	}
+	for _, pid := range s.pool.Draining() {
+		if id, ok := s.pool.WorkerOf(pid); ok {
+			inUse = append(inUse, id)
+		}
+	}
+	why := ""
+	if s.sets.PerSlotTCP() {
+		why = ": the kernel moves the connections queued on them to the other workers (net.ipv4.tcp_migrate_req=1)"
+	}
+	for _, set := range s.sets.CloseUnused(inUse) {
+		s.log.Info(fmt.Sprintf("closed the --balance=reuseport socket(s) of worker %d, scaled away%s", set, why), "worker", set)
+	}
 }
 
 // onJobControl handles SIGTSTP, SIGTTIN and SIGTTOU as dumb-init does, so
@@ -338,6 +421,7 @@ func (s *supervisor) onExit(e reaper.Exit) {
 		if s.io != nil {
 			s.io.exited(e.Pid)
 		}
+		s.closeUnusedSets()
 	}
 	if s.failure() != nil && s.phase < stopping {
 		s.stopAll(s.cfg.stopSignal, time.Now())

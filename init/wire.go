@@ -40,7 +40,7 @@ func newSupervisor(cfg *config, log *slog.Logger, r *reaper.Reaper, sigc chan os
 		sp.io, sp.env = io, withoutChannelEnv(sp.env, io)
 		sp.notify = cfg.ready.Mode == cluster.ReadyNotify
 	}
-	sup := &supervisor{cfg: cfg, log: log, reaper: r, sigc: sigc, oomCheck: env.oomCheck, memoryOver: env.memoryOver, name: name, io: io}
+	sup := &supervisor{cfg: cfg, log: log, reaper: r, sigc: sigc, oomCheck: env.oomCheck, memoryOver: env.memoryOver, name: name, io: io, sets: env.sets}
 	sup.pool = cluster.New(cluster.Config{
 		Workers: cfg.workers, Policy: cfg.policy, Start: sp.start, Log: log, Name: name,
 		Explain: env.explain,

@@ -3,9 +3,7 @@ package main
 import (
 	"context"
 	"log/slog"
-	"net"
 	"os"
-	"strconv"
 	"strings"
 
 	"github.com/goinit/goinit/cgroup"
@@ -19,6 +17,8 @@ import (
 type workerEnv struct {
 	files     func(id int) []*os.File
 	listenEnv []string
+	// sets holds the --listen sockets behind files; nil without --listen.
+	sets *listen.Sets
 	// tcp are the TCP --listen sockets (of the first set with
 	// --balance=reuseport), which a worker's own bind of the same address
 	// gets when ports are shared.
@@ -55,17 +55,11 @@ func prepareWorkers(cfg *config, log *slog.Logger) (*workerEnv, func(), error) {
 		}
 	}
 	if len(cfg.listen) > 0 {
-		files, err := openListeners(cfg, env)
-		closers = append(closers, func() {
-			for _, per := range files {
-				for _, f := range per {
-					f.Close()
-				}
-			}
-		})
+		sets, err := openListeners(cfg, env)
 		if err != nil {
 			return env, cleanup, err
 		}
+		closers = append(closers, sets.Close)
 	}
 	sh, err := openSharer(cfg, env.tcp, log)
 	if err != nil {
@@ -85,10 +79,11 @@ func prepareWorkers(cfg *config, log *slog.Logger) (*workerEnv, func(), error) {
 }
 
 // openListeners binds every --listen address: once for all workers
-// (--balance=shared), or once per worker slot with SO_REUSEPORT
-// (--balance=reuseport). goinit keeps every socket open for its whole life,
-// so connections queued on a socket survive its worker's restart.
-func openListeners(cfg *config, env *workerEnv) ([][]*os.File, error) {
+// (--balance=shared), or once per starting worker slot with SO_REUSEPORT
+// (--balance=reuseport). goinit keeps every socket open while a slot uses
+// it, so connections queued on a socket survive its worker's restart; the
+// supervisor closes and re-opens a slot's set as it scales.
+func openListeners(cfg *config, env *workerEnv) (*listen.Sets, error) {
 	addrs := make([]listen.Addr, len(cfg.listen))
 	for i, s := range cfg.listen {
 		a, err := listen.ParseAddr(s)
@@ -97,56 +92,21 @@ func openListeners(cfg *config, env *workerEnv) ([][]*os.File, error) {
 		}
 		addrs[i] = a
 	}
-	sets := 1
-	reuse := cfg.balance == "reuseport"
+	n, reuse := 1, cfg.balance == "reuseport"
 	if reuse {
-		sets = cfg.workers
+		n = cfg.workers
 	}
-	files := make([][]*os.File, sets)
-	for set := range files {
-		for i, a := range addrs {
-			if set > 0 && a.Network == "unix" {
-				// A unix socket has one path, so one socket: every
-				// worker shares it whatever the balance mode.
-				files[set] = append(files[set], files[0][i])
-				continue
-			}
-			if set > 0 {
-				a = samePort(a, files[0][i])
-			}
-			f, err := listen.Open(context.Background(), a, reuse && a.Network != "unix")
-			if err != nil {
-				return files, usagef("%v", err)
-			}
-			files[set] = append(files[set], f)
-		}
+	sets, err := listen.OpenSets(context.Background(), addrs, n, reuse)
+	if err != nil {
+		return nil, usagef("%v", err)
 	}
-	env.listenEnv = listen.Env(addrs, files[0])
+	first := sets.Files(0)
+	env.sets, env.files = sets, sets.Files
+	env.listenEnv = listen.Env(addrs, first)
 	for i, a := range addrs {
 		if strings.HasPrefix(a.Network, "tcp") {
-			env.tcp = append(env.tcp, files[0][i])
+			env.tcp = append(env.tcp, first[i])
 		}
 	}
-	env.files = func(id int) []*os.File { return files[id%sets] }
-	return files, nil
-}
-
-// samePort returns a with the port the kernel chose for first, so that the
-// per-worker sockets of a ":0" address all share one port.
-func samePort(a listen.Addr, first *os.File) listen.Addr {
-	host, port, err := net.SplitHostPort(a.Address)
-	if err != nil || port != "0" {
-		return a
-	}
-	bound, err := listen.BoundAddr(first)
-	if err != nil {
-		return a
-	}
-	switch b := bound.(type) {
-	case *net.TCPAddr:
-		a.Address = net.JoinHostPort(host, strconv.Itoa(b.Port))
-	case *net.UDPAddr:
-		a.Address = net.JoinHostPort(host, strconv.Itoa(b.Port))
-	}
-	return a
+	return sets, nil
 }

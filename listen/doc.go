@@ -7,7 +7,10 @@
 // returns the socket as an *os.File. goinit keeps that file for as long as the
 // listener exists: because the kernel's accept queue belongs to the socket, not
 // to any worker, connections queued while a worker restarts are not lost (the
-// property systemd describes as keeping "the very same sockets").
+// property systemd describes as keeping "the very same sockets"). [Sets] keeps
+// the sockets of a pool of workers: one set for all, or one SO_REUSEPORT set
+// per worker slot, which can be closed while no worker uses it (a scale-down)
+// and bound again (a scale-up).
 //
 // A worker receives the sockets by the systemd protocol:
 //
@@ -28,7 +31,8 @@
 //
 // # What this package never does
 //
-// It never accepts connections, never closes a socket it has returned, never
-// chmods or chowns socket files, and never creates directories. It removes a
+// It never accepts connections, never closes a socket it has returned (but
+// those [Sets] holds, when told to), never writes sysctls, never chmods or
+// chowns socket files, and never creates directories. It removes a
 // Unix socket file only when nothing is accepting connections on it.
 package listen

@@ -6,13 +6,24 @@
 // processes.
 //
 //	procns COMMAND [ARG...]
+//
+// Started in a new network namespace as well, it sets it up as a runtime
+// does, as its environment says (and removes these variables first, so the
+// command does not see them):
+//
+//	PROCNS_LOOPBACK=up           bring lo up
+//	PROCNS_SYSCTL=NAME=VALUE,..  write each sysctl under the fresh /proc, e.g.
+//	                             net.ipv4.tcp_migrate_req=1 (docker run --sysctl)
 package main
 
 import (
 	"fmt"
 	"os"
+	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/goinit/goinit/internal/netns"
 )
 
 func main() {
@@ -28,7 +39,37 @@ func main() {
 		fmt.Fprintf(os.Stderr, "procns: mount /proc: %v\n", err)
 		os.Exit(125)
 	}
+	if err := setUpNetwork(); err != nil {
+		fmt.Fprintf(os.Stderr, "procns: %v\n", err)
+		os.Exit(125)
+	}
 	err := unix.Exec(os.Args[1], os.Args[1:], os.Environ())
 	fmt.Fprintf(os.Stderr, "procns: exec %s: %v\n", os.Args[1], err)
 	os.Exit(127)
+}
+
+// setUpNetwork does what PROCNS_LOOPBACK and PROCNS_SYSCTL ask, after /proc
+// is this namespace's: the sysctls are written through it.
+func setUpNetwork() error {
+	lo, sysctls := os.Getenv("PROCNS_LOOPBACK"), os.Getenv("PROCNS_SYSCTL")
+	os.Unsetenv("PROCNS_LOOPBACK")
+	os.Unsetenv("PROCNS_SYSCTL")
+	switch lo {
+	case "":
+	case "up":
+		if err := netns.LoopbackUp(); err != nil {
+			return err
+		}
+	default:
+		return fmt.Errorf("PROCNS_LOOPBACK=%q: want up", lo)
+	}
+	for _, kv := range strings.Split(sysctls, ",") {
+		if kv == "" {
+			continue
+		}
+		if err := netns.WriteSysctl(kv); err != nil {
+			return err
+		}
+	}
+	return nil
 }
