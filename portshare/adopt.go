@@ -3,16 +3,17 @@ package portshare
 import (
 	"fmt"
 	"net/netip"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
 
 // A worker's bind of a shared address that goinit holds no socket for yet
-// is the kernel's: the worker binds its own socket, and goinit only notes
-// where that socket is ([table.expect]). When it listens, goinit takes a
-// copy of it and holds it from then on ([table.adopt]): the first
-// listener's own socket, with every option it set, is the one every later
-// bind of the address gets. A socket that is bound but never listens (a
+// binds the worker's own socket, and goinit notes where that socket is
+// ([table.bindShared]). When it listens, goinit takes a copy of it and
+// holds it from then on ([table.adopt]): the first listener's own socket,
+// with every option it set, is the one every later bind of the address
+// gets. A socket that is bound but never listens (a
 // client that binds a fixed local port before connect, a bind-and-close
 // probe of whether a port is free) is never held, so it behaves exactly
 // as it would without goinit.
@@ -29,14 +30,9 @@ type expectation struct {
 	fd   int // its descriptor there
 }
 
-// expect notes that process tgid binds its own socket ino, at descriptor
-// fd, to k.
-func (t *table) expect(k key, ino uint64, tgid, fd int) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if t.closed {
-		return
-	}
+// noteLocked notes that process tgid bound its own socket ino, at
+// descriptor fd, to k. The caller holds t.mu.
+func (t *table) noteLocked(k key, ino uint64, tgid, fd int) {
 	if len(t.expected) >= maxExpected {
 		for i, e := range t.expected {
 			if got, ok := socketInode(e.tgid, e.fd); !ok || got != i {
@@ -65,41 +61,76 @@ func (t *table) forget(ino uint64) {
 	delete(t.expected, ino)
 }
 
-// bound takes a copy of a socket other than except that some worker bound
-// to k itself and that does not listen yet, for a second bind of k, which
-// the kernel would refuse while that socket is bound (unless both set
-// SO_REUSEADDR): the two workers are to share it. A socket that has been
-// closed, replaced or connected is dropped. One whose bind has not
-// happened yet (two workers binding at once) is skipped but kept: it may
-// still listen, and then be adopted, or be given the held socket if the
-// other listens first.
-func (t *table) bound(k key, except uint64) (fd int, ino uint64, ok bool) {
+// bindShared decides a full-mode bind of the worker's socket peer (goinit's
+// copy of it, at descriptor fd of process tgid) to k, under the table's
+// lock, so that two workers binding k at once are decided one after the
+// other:
+//
+//   - k is held: that socket is returned, for the caller to install.
+//   - another worker's own socket is bound to k and not listening yet (the
+//     kernel would refuse this bind unless both set SO_REUSEADDR): goinit
+//     holds that one from now on, and returns it.
+//   - otherwise goinit binds the worker's own socket itself, with the
+//     sockaddr the worker passed (raw), notes it, and returns nil: the
+//     caller answers the bind 0, or with the bind's errno, exactly as the
+//     kernel would have for the worker. Binding it here rather than letting
+//     the worker's call go on is what orders it before any later bind of k.
+//
+// how says, for the debug line, what was done.
+func (t *table) bindShared(k key, peer *peerSocket, raw []byte, tgid, fd int) (h *held, how string, err error) {
 	t.mu.Lock()
-	var candidates []uint64
-	for i, e := range t.expected {
-		if e.key == k && i != except {
-			candidates = append(candidates, i)
+	defer t.mu.Unlock()
+	if t.closed {
+		return nil, "", errClosed
+	}
+	if h := t.lookup(k); h != nil {
+		return h, "given the held socket", nil
+	}
+	if dup, ino, ok := t.boundLocked(k, peer.ino); ok {
+		h, err := t.adoptLocked(k, dup, ino, 0)
+		if err == nil {
+			return h, "given another worker's socket of that address, which goinit now holds", nil
 		}
+		unix.Close(dup)
 	}
-	notes := make([]expectation, len(candidates))
-	for n, i := range candidates {
-		notes[n] = t.expected[i]
+	if err := rawBind(peer.fd, raw); err != nil {
+		return nil, "", err
 	}
-	t.mu.Unlock()
-	for n, i := range candidates {
-		e := notes[n]
-		dup, err := copyFD(e.tgid, e.fd)
-		if err != nil {
-			t.forget(i)
+	t.noteLocked(k, peer.ino, tgid, fd)
+	return nil, "goinit bound the worker's own socket, which it holds once it listens", nil
+}
+
+// rawBind binds socket fd to the sockaddr bytes a worker passed to bind(2),
+// unchanged, so that nothing of the worker's address is lost in decoding.
+func rawBind(fd int, sa []byte) error {
+	_, _, errno := unix.Syscall(unix.SYS_BIND, uintptr(fd), uintptr(unsafe.Pointer(&sa[0])), uintptr(len(sa)))
+	if errno != 0 {
+		return errno
+	}
+	return nil
+}
+
+// boundLocked takes a copy of a socket other than except that some worker
+// bound to k itself and that does not listen yet, for a second bind of k,
+// which the kernel would refuse while that socket is bound (unless both set
+// SO_REUSEADDR): the two workers are to share it. Notes of sockets that
+// have been closed, replaced or connected are dropped. The caller holds
+// t.mu.
+func (t *table) boundLocked(k key, except uint64) (fd int, ino uint64, ok bool) {
+	for i, e := range t.expected {
+		if e.key != k || i == except {
 			continue
 		}
-		switch {
-		case !sameSocket(dup, i) || connected(dup):
-			t.forget(i)
-		case boundTo(dup, k):
+		dup, err := copyFD(e.tgid, e.fd)
+		if err != nil {
+			delete(t.expected, i)
+			continue
+		}
+		if sameSocket(dup, i) && !connected(dup) && boundTo(dup, k) {
 			return dup, i, true
 		}
 		unix.Close(dup)
+		delete(t.expected, i)
 	}
 	return -1, 0, false
 }
@@ -121,13 +152,20 @@ func (t *table) adopt(k key, fd int, ino uint64, backlog int) (h *held, created 
 	if h := t.lookup(k); h != nil {
 		return h, false, nil
 	}
+	h, err = t.adoptLocked(k, fd, ino, backlog)
+	return h, err == nil, err
+}
+
+// adoptLocked is adopt for a k that is not held. The caller holds t.mu.
+func (t *table) adoptLocked(k key, fd int, ino uint64, backlog int) (*held, error) {
+	delete(t.expected, ino)
 	backlog = max(backlog, t.backlog)
 	if err := unix.Listen(fd, backlog); err != nil {
-		return nil, false, err
+		return nil, err
 	}
-	h = &held{key: k, fd: fd, ino: ino, backlog: backlog}
+	h := &held{key: k, fd: fd, ino: ino, backlog: backlog}
 	t.add(h)
-	return h, true, nil
+	return h, nil
 }
 
 // copyFD takes a copy of descriptor fd of process tgid. A refusal of

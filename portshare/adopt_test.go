@@ -1,6 +1,8 @@
 package portshare
 
 import (
+	"encoding/binary"
+	"errors"
 	"net"
 	"net/netip"
 	"os"
@@ -109,50 +111,118 @@ func TestSecondBindSharesTheFirstBoundSocket(t *testing.T) {
 	}
 }
 
-// A noted socket whose bind has not happened yet (two workers binding at
-// once) is kept, not forgotten, so that its listen() still makes it the
-// held socket; once bound it is the one a second bind shares, and once
-// closed it is dropped.
-func TestNotedSocketBeforeItsBind(t *testing.T) {
+// bindShared decides the binds of one address one after the other: the
+// first binds the worker's own socket (goinit binds it, as the kernel
+// would), a second while that one is not listening yet is given it, which
+// goinit then holds, and a later one gets the held socket. A noted socket
+// that was closed is dropped, and a bind the kernel would refuse fails
+// with its errno.
+func TestBindSharedOrdersBinds(t *testing.T) {
 	requireRoot(t)
 	tb := newTable(DefaultBacklog())
 	defer tb.close()
 	port := testbin.FreePort(t)
 	k := key{family: unix.AF_INET, addr: netip.AddrPortFrom(netip.IPv4Unspecified(), uint16(port)), proto: unix.IPPROTO_TCP}
-	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	raw := sockaddr4(port)
+	// bind runs bindShared for a new socket of the test process.
+	bind := func() (*held, *os.File, error) {
+		t.Helper()
+		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f := os.NewFile(uintptr(fd), "worker's socket")
+		t.Cleanup(func() { f.Close() })
+		peer, err := inspectPeer(os.Getpid(), os.Getpid(), fd)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer peer.release()
+		h, _, err := tb.bindShared(k, peer, raw, os.Getpid(), fd)
+		return h, f, err
+	}
+	inode := func(f *os.File) uint64 {
+		var st unix.Stat_t
+		if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+			t.Fatal(err)
+		}
+		return st.Ino
+	}
+
+	h, first, err := bind()
+	if h != nil || err != nil {
+		t.Fatalf("first bind: held %v, %v; want the worker's own socket bound", h, err)
+	}
+	if sa, err := unix.Getsockname(int(first.Fd())); err != nil || sockaddrPort(sa) != port {
+		t.Fatalf("first socket is bound to %v (%v), want port %d", sa, err, port)
+	}
+	h, _, err = bind()
+	if err != nil || h == nil || h.ino != inode(first) {
+		t.Fatalf("second bind: held %+v, %v; want the first socket", h, err)
+	}
+	if acc, _ := unix.GetsockoptInt(int(first.Fd()), unix.SOL_SOCKET, unix.SO_ACCEPTCONN); acc != 1 {
+		t.Fatal("the first socket, now held, is not listening")
+	}
+	if again, _, err := bind(); err != nil || again != h {
+		t.Fatalf("third bind: held %+v, %v; want the held socket", again, err)
+	}
+
+	// Another address: a noted socket that was closed is dropped, and the
+	// next bind is the worker's own again.
+	k.addr = netip.AddrPortFrom(netip.IPv4Unspecified(), uint16(testbin.FreePort(t)))
+	raw = sockaddr4(int(k.addr.Port()))
+	_, gone, _ := bind()
+	gone.Close()
+	if h, _, err := bind(); h != nil || err != nil {
+		t.Fatalf("bind after the noted socket was closed: held %v, %v; want its own", h, err)
+	}
+
+	// A port someone else listens on: the kernel's EADDRINUSE.
+	l, err := net.Listen("tcp4", "0.0.0.0:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := os.NewFile(uintptr(fd), "noted") // closes fd once, whichever comes first
-	defer f.Close()
-	var st unix.Stat_t
-	if err := unix.Fstat(fd, &st); err != nil {
+	defer l.Close()
+	taken := l.Addr().(*net.TCPAddr).Port
+	k.addr = netip.AddrPortFrom(netip.IPv4Unspecified(), uint16(taken))
+	raw = sockaddr4(taken)
+	if _, _, err := bind(); !errors.Is(err, unix.EADDRINUSE) {
+		t.Fatalf("bind of a port another process listens on: %v, want EADDRINUSE", err)
+	}
+}
+
+// sockaddr4 is struct sockaddr_in for 0.0.0.0:port, as a worker passes it
+// to bind: the family in host order, the port in network order.
+func sockaddr4(port int) []byte {
+	b := make([]byte, unix.SizeofSockaddrInet4)
+	binary.NativeEndian.PutUint16(b, unix.AF_INET)
+	binary.BigEndian.PutUint16(b[2:], uint16(port))
+	return b
+}
+
+// Workers that bind one address at the same moment, without SO_REUSEADDR
+// (Python's socketserver default), all get it: their binds are decided
+// one after the other, the first binding its own socket, the others given
+// it, never left to race in the kernel.
+func TestSimultaneousBinds(t *testing.T) {
+	s, port := autoSharer(t)
+	trigger := filepath.Join(t.TempDir(), "bind")
+	var ws []*worker
+	for id := range 6 {
+		w := startWorker(t, s, id, -1, nil, server("inet", "0.0.0.0", port, "--bind-after", trigger)...)
+		w.line("waiting")
+		ws = append(ws, w)
+	}
+	if err := os.WriteFile(trigger, nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	tb.expect(k, st.Ino, os.Getpid(), fd)
-	if dup, _, ok := tb.bound(k, 0); ok {
-		unix.Close(dup)
-		t.Fatal("a socket not bound yet was offered for sharing")
+	var pids []int
+	for id, w := range ws {
+		l := w.line("")
+		if !strings.HasPrefix(l, "bound ") {
+			t.Fatalf("worker %d of 6 binding at once: %q", id, l)
+		}
+		pids = append(pids, w.cmd.Process.Pid)
 	}
-	if _, ok := tb.expectationOf(st.Ino); !ok {
-		t.Fatal("a socket not bound yet was forgotten")
-	}
-	if err := unix.Bind(fd, k.sockaddr()); err != nil {
-		t.Fatal(err)
-	}
-	dup, ino, ok := tb.bound(k, 0)
-	if !ok || ino != st.Ino {
-		t.Fatalf("the bound socket was not offered: %v %d", ok, ino)
-	}
-	unix.Close(dup)
-	if _, _, ok := tb.bound(k, st.Ino); ok {
-		t.Fatal("a socket was offered to its own second bind")
-	}
-	f.Close()
-	if _, _, ok := tb.bound(k, 0); ok {
-		t.Fatal("a closed socket was offered")
-	}
-	if _, ok := tb.expectationOf(st.Ino); ok {
-		t.Fatal("a closed socket is still noted")
-	}
+	pidsAnswering(t, "127.0.0.1:"+strconv.Itoa(port), port, pids...)
 }

@@ -39,11 +39,15 @@
 //     there is one: goinit installs it at the caller's descriptor number
 //     (SECCOMP_IOCTL_NOTIF_ADDFD with SECCOMP_ADDFD_FLAG_SETFD, keeping its
 //     close-on-exec flag), which closes the caller's own socket, and
-//     answers 0. If there is none, the bind is the kernel's
-//     (SECCOMP_USER_NOTIF_FLAG_CONTINUE) and goinit notes the caller's
-//     socket as bound to a shared address. A second bind of that address
-//     while the first socket is bound but not listening, which the kernel
-//     would refuse, is given that socket, which goinit then holds.
+//     answers 0. If there is none, goinit binds the caller's own socket
+//     (through its copy, with the caller's sockaddr) and answers with that
+//     bind's result, exactly the kernel's, and notes the socket as bound
+//     to a shared address. Binding it itself rather than letting the call
+//     go on (SECCOMP_USER_NOTIF_FLAG_CONTINUE) decides the binds of one
+//     address one after the other, under the table's lock: a second bind
+//     of that address while the first socket is bound but not listening,
+//     which the kernel would refuse, is given that socket, which goinit
+//     then holds.
 //     Everything else is answered SECCOMP_USER_NOTIF_FLAG_CONTINUE: the
 //     kernel runs the bind as if goinit were not there.
 //   - listen on a socket noted at bind: goinit takes a copy of it, listens

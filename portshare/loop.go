@@ -188,30 +188,20 @@ func (c call) bind() {
 		c.bindReduced(k, fd, peer, st.tgid)
 		return
 	}
-	h := c.s.table.find(k)
-	how := "given the held socket"
-	if h == nil {
-		// Another worker's own socket of k is bound and not listening
-		// yet: the kernel would refuse this bind (unless both set
-		// SO_REUSEADDR), so the two share that one from now on.
-		if dup, ino, ok := c.s.table.bound(k, peer.ino); ok {
-			var created bool
-			var err error
-			if h, created, err = c.s.table.adopt(k, dup, ino, 0); !created {
-				unix.Close(dup)
-			}
-			if err != nil {
-				h = nil
-			} else if created {
-				how = "given another worker's socket of that address, which goinit now holds"
-			}
+	h, how, err := c.s.table.bindShared(k, peer, raw, st.tgid, fd)
+	switch {
+	case err != nil:
+		var errno unix.Errno
+		if !errors.As(err, &errno) {
+			c.cont()
+			return
 		}
-	}
-	if h == nil {
-		// The worker binds its own socket; goinit holds it if it listens.
-		c.s.table.expect(k, peer.ino, st.tgid, fd)
-		c.cont()
-		c.debug(fmt.Sprintf("bind %s at fd %d: its own socket, which goinit holds once it listens", k, fd))
+		c.debug(fmt.Sprintf("bind %s at fd %d: %v", k, fd, err))
+		c.answer(errno)
+		return
+	case h == nil:
+		c.answer(0)
+		c.debug(fmt.Sprintf("bind %s at fd %d: %s", k, fd, how))
 		return
 	}
 	c.give(h, fd, peer, st.tgid, "bind", how)

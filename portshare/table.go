@@ -98,13 +98,6 @@ func (t *table) get(k key, peer *peerSocket) (h *held, created bool, opts []stri
 	return h, true, opts, nil
 }
 
-// find returns the held socket of k, if there is one.
-func (t *table) find(k key) *held {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return t.lookup(k)
-}
-
 // lookup finds the held socket of k. TCP and MPTCP are one address space:
 // a Go worker (MPTCP since Go 1.24) binding the port of a TCP socket held
 // for --listen or for a Node worker gets that socket, where its own bind

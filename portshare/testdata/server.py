@@ -10,7 +10,9 @@ waits for it), --shutdown-rd (shut the listener down for reading after
 listen, then idle), --once (idle after binding), --nonblock (make the
 socket non-blocking before bind), --inheritable (clear its close-on-exec
 flag before bind), --listen-after FILE (after bind, say "bound-only" and
-listen once FILE exists), --tos (set IP_TOS 0x10 before bind)
+listen once FILE exists), --bind-after FILE (say "waiting" and bind once
+FILE exists, so that several workers bind at the same moment), --tos (set
+IP_TOS 0x10 before bind)
 """
 import os
 import time
@@ -91,6 +93,11 @@ def main():
             report("forked %d" % child)
             os.waitpid(child, 0)
             return
+    if "--bind-after" in opts:
+        trigger = opts[opts.index("--bind-after") + 1]
+        report("waiting")
+        while not os.path.exists(trigger):  # the test creates it
+            time.sleep(0.0005)
     try:
         s.bind((host, port))
         if "--listen-after" in opts:
