@@ -13,14 +13,17 @@ import (
 // ([table.bindShared]). When it listens, goinit takes a copy of it and
 // holds it from then on ([table.adopt]): the first listener's own socket,
 // with every option it set, is the one every later bind of the address
-// gets. A socket that is bound but never listens (a
-// client that binds a fixed local port before connect, a bind-and-close
-// probe of whether a port is free) is never held, so it behaves exactly
-// as it would without goinit.
+// gets. A socket that is bound but never listens (a client that binds a
+// fixed local port before connect, a bind-and-close probe of whether a
+// port is free) is not held, so it behaves as it would without goinit,
+// unless another worker's bind of the same address would fail because of
+// it (EADDRINUSE): then the two share it, and goinit holds it.
 
 // maxExpected bounds the sockets noted as bound but not listening yet;
-// past it, the notes of sockets that are gone are dropped.
-const maxExpected = 64
+// past it, the notes of sockets that are gone, or connected (a client's),
+// are dropped, and then a new one is not noted: that socket's listen is
+// the kernel's, not shared.
+const maxExpected = 256
 
 // expectation is a worker's own socket bound to a shared address that
 // does not listen yet: where it is, to find it again.
@@ -35,7 +38,7 @@ type expectation struct {
 func (t *table) noteLocked(k key, ino uint64, tgid, fd int) {
 	if len(t.expected) >= maxExpected {
 		for i, e := range t.expected {
-			if got, ok := socketInode(e.tgid, e.fd); !ok || got != i {
+			if !t.live(i, e) {
 				delete(t.expected, i)
 			}
 		}
@@ -45,7 +48,34 @@ func (t *table) noteLocked(k key, ino uint64, tgid, fd int) {
 	}
 }
 
-// expectation returns the note of socket ino, if it was bound to a shared
+// live reports whether the noted socket ino is still where the note says
+// and not connected: one that may yet listen.
+func (t *table) live(ino uint64, e expectation) bool {
+	if got, ok := socketInode(e.tgid, e.fd); !ok || got != ino {
+		return false
+	}
+	dup, err := copyFD(e.tgid, e.fd)
+	if err != nil {
+		return false
+	}
+	defer unix.Close(dup)
+	return !connected(dup)
+}
+
+// listenState returns, in one look under the lock (a promotion by another
+// worker's bind moves a socket from noted to held), the held socket with
+// inode ino, or else its note, if it was bound to a shared address.
+func (t *table) listenState(ino uint64) (h *held, e expectation, noted bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if h := t.byIno[ino]; h != nil {
+		return h, expectation{}, false
+	}
+	e, noted = t.expected[ino]
+	return nil, e, noted
+}
+
+// expectationOf returns the note of socket ino, if it was bound to a shared
 // address and does not listen yet.
 func (t *table) expectationOf(ino uint64) (expectation, bool) {
 	t.mu.Lock()
@@ -67,14 +97,16 @@ func (t *table) forget(ino uint64) {
 // other:
 //
 //   - k is held: that socket is returned, for the caller to install.
-//   - another worker's own socket is bound to k and not listening yet (the
-//     kernel would refuse this bind unless both set SO_REUSEADDR): goinit
-//     holds that one from now on, and returns it.
 //   - otherwise goinit binds the worker's own socket itself, with the
 //     sockaddr the worker passed (raw), notes it, and returns nil: the
 //     caller answers the bind 0, or with the bind's errno, exactly as the
 //     kernel would have for the worker. Binding it here rather than letting
 //     the worker's call go on is what orders it before any later bind of k.
+//   - if that bind fails with EADDRINUSE because another worker's own
+//     socket is bound to k and not listening yet (one of them without
+//     SO_REUSEADDR), goinit holds that one from now on and returns it.
+//     With SO_REUSEADDR on both, both binds succeed, and the second to
+//     listen is given the first's socket then (adopt).
 //
 // how says, for the debug line, what was done.
 func (t *table) bindShared(k key, peer *peerSocket, raw []byte, tgid, fd int) (h *held, how string, err error) {
@@ -86,14 +118,19 @@ func (t *table) bindShared(k key, peer *peerSocket, raw []byte, tgid, fd int) (h
 	if h := t.lookup(k); h != nil {
 		return h, "given the held socket", nil
 	}
-	if dup, ino, ok := t.boundLocked(k, peer.ino); ok {
-		h, err := t.adoptLocked(k, dup, ino, 0)
-		if err == nil {
-			return h, "given another worker's socket of that address, which goinit now holds", nil
+	err = rawBind(peer.fd, raw)
+	if err == unix.EADDRINUSE {
+		// Another worker's own socket of k, bound and not listening
+		// yet (without SO_REUSEADDR on both): the two share it.
+		if dup, ino, ok := t.boundLocked(k, peer.ino); ok {
+			h, aerr := t.adoptLocked(k, dup, ino, 0)
+			if aerr == nil {
+				return h, "given another worker's socket of that address, which goinit now holds", nil
+			}
+			unix.Close(dup)
 		}
-		unix.Close(dup)
 	}
-	if err := rawBind(peer.fd, raw); err != nil {
+	if err != nil {
 		return nil, "", err
 	}
 	t.noteLocked(k, peer.ino, tgid, fd)
@@ -213,8 +250,9 @@ func boundTo(fd int, k key) bool {
 	return ap == k.addr
 }
 
-// connected reports whether socket fd has a peer (or is connecting): a
-// client's socket, never to be shared.
+// connected reports whether socket fd has a peer: a client's socket, never
+// to be shared. (One still connecting reads as not connected; listen() on
+// it fails, and so would sharing it.)
 func connected(fd int) bool {
 	_, err := unix.Getpeername(fd)
 	return err != unix.ENOTCONN

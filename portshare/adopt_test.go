@@ -163,6 +163,10 @@ func TestBindSharedOrdersBinds(t *testing.T) {
 	if acc, _ := unix.GetsockoptInt(int(first.Fd()), unix.SOL_SOCKET, unix.SO_ACCEPTCONN); acc != 1 {
 		t.Fatal("the first socket, now held, is not listening")
 	}
+	// Its owner's listen, racing the promotion, finds it held.
+	if got, _, noted := tb.listenState(inode(first)); got != h || noted {
+		t.Fatalf("listenState of the promoted socket: held %p, noted %v; want held %p", got, noted, h)
+	}
 	if again, _, err := bind(); err != nil || again != h {
 		t.Fatalf("third bind: held %+v, %v; want the held socket", again, err)
 	}
@@ -198,6 +202,43 @@ func sockaddr4(port int) []byte {
 	binary.NativeEndian.PutUint16(b, unix.AF_INET)
 	binary.BigEndian.PutUint16(b[2:], uint16(port))
 	return b
+}
+
+// Two workers whose sockets both have SO_REUSEADDR may both bind the
+// address (the kernel allows it while neither listens): neither is made to
+// listen early, and the second to listen is given the first's socket.
+func TestReuseAddrBindsAreBothTheirOwn(t *testing.T) {
+	s, port := autoSharer(t)
+	trigger := filepath.Join(t.TempDir(), "listen")
+	first := startWorker(t, s, 0, -1, nil, server("inet", "0.0.0.0", port, "--reuseaddr", "--listen-after", trigger)...)
+	first.line("bound-only")
+	second := startWorker(t, s, 1, -1, nil, server("inet", "0.0.0.0", port, "--reuseaddr", "--listen-after", trigger)...)
+	second.line("bound-only")
+	if n := heldCount(s); n != 0 {
+		t.Fatalf("goinit holds %d sockets before anyone listens, want none", n)
+	}
+	if err := os.WriteFile(trigger, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	first.line("bound ")
+	second.line("bound ")
+	h := onlyHeld(t, s)
+	fdFlags(t, first.cmd.Process.Pid, h.ino)
+	fdFlags(t, second.cmd.Process.Pid, h.ino)
+	pidsAnswering(t, "127.0.0.1:"+strconv.Itoa(port), port, first.cmd.Process.Pid, second.cmd.Process.Pid)
+}
+
+// A bind of a socket that goinit bound for the worker, to the same
+// address, succeeds: it is what a bind restarted by a signal looks like
+// (kernels before 5.19 restart it after goinit has done it).
+func TestRestartedBindOfOwnSocket(t *testing.T) {
+	s, port := autoSharer(t)
+	w := startWorker(t, s, 0, -1, nil, server("inet", "0.0.0.0", port, "--bind-twice")...)
+	if got := w.line("rebind"); got != "rebind ok" {
+		t.Fatalf("second bind of the worker's socket: %q, want ok", got)
+	}
+	w.line("bound ")
+	pidsAnswering(t, "127.0.0.1:"+strconv.Itoa(port), port, w.cmd.Process.Pid)
 }
 
 // Workers that bind one address at the same moment, without SO_REUSEADDR

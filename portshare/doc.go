@@ -45,17 +45,21 @@
 //     to a shared address. Binding it itself rather than letting the call
 //     go on (SECCOMP_USER_NOTIF_FLAG_CONTINUE) decides the binds of one
 //     address one after the other, under the table's lock: a second bind
-//     of that address while the first socket is bound but not listening,
-//     which the kernel would refuse, is given that socket, which goinit
-//     then holds.
-//     Everything else is answered SECCOMP_USER_NOTIF_FLAG_CONTINUE: the
+//     of that address that the kernel refuses (EADDRINUSE) because the
+//     first socket is bound but not listening yet is given that socket,
+//     which goinit then holds. With SO_REUSEADDR on both, both binds
+//     succeed, and the second to listen is given the first's socket. A
+//     bind goinit makes is checked by any LSM or cgroup BPF program as
+//     goinit's, not the worker's; the privileged-port check is the
+//     worker's (below). Everything else is answered SECCOMP_USER_NOTIF_FLAG_CONTINUE: the
 //     kernel runs the bind as if goinit were not there.
 //   - listen on a socket noted at bind: goinit takes a copy of it, listens
 //     on it with the larger of the worker's backlog and its own, and holds
 //     it from then on: the first listener's own socket is the held socket
 //     of its address. Only a socket that listens is held, so a client that
 //     binds a fixed local port before connect, or a bind-and-close probe of
-//     a free port, is never affected.
+//     a free port, is not affected, unless another worker's bind of that
+//     address would fail because of it.
 //   - listen on a held socket: the backlog becomes the largest anyone asked
 //     for, never smaller, and the answer is 0. Both are reported as
 //     [Listening], the worker's readiness on that address.
@@ -83,7 +87,8 @@
 //     and a v6only [::]:P are two held sockets. TCP and MPTCP are one
 //     address space, so a worker of either gets a socket held for the
 //     other.
-//   - The held socket is the first listener's own, with every option it
+//   - The held socket is the first listener's own (or the first binder's,
+//     when a second worker's bind would have failed), with every option it
 //     set. A later worker's socket is replaced by it at bind, so options
 //     that worker set before bind are lost; options set after bind apply
 //     to the held socket itself, shared by all. O_NONBLOCK belongs to the

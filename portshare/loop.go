@@ -127,11 +127,16 @@ func (c call) debug(msg string, args ...any) {
 	c.s.log.Debug(fmt.Sprintf("worker %d (pid %d): ", c.worker, c.tid)+msg, append([]any{"worker", c.worker}, args...)...)
 }
 
+// maxSockaddr is sizeof(struct sockaddr_storage), the most the kernel
+// takes as a bind address: servers that pass sizeof(ss) for an IPv4 or
+// IPv6 address are shared too.
+const maxSockaddr = 128
+
 // bind is bind(fd, addr, len): shared when it is a TCP bind to a shared
 // port that the worker itself would be allowed to make.
 func (c call) bind() {
 	fd, length := c.arg(0), c.arg(2)
-	if length < 2 || length > unix.SizeofSockaddrAny {
+	if length < 2 || length > maxSockaddr {
 		c.cont()
 		return
 	}
@@ -174,6 +179,16 @@ func (c call) bind() {
 		// The same bind again, restarted by a signal after goinit had
 		// installed the held socket (kernels without WAIT_KILLABLE_RECV).
 		if h.key.addr == k.addr && h.key.family == k.family {
+			c.answer(0)
+		} else {
+			c.answer(unix.EINVAL)
+		}
+		return
+	}
+	if e, ok := c.s.table.expectationOf(peer.ino); ok && peer.bound {
+		// The same bind again, restarted by a signal after goinit had
+		// bound the worker's own socket for it.
+		if e.key.addr == k.addr && e.key.family == k.family {
 			c.answer(0)
 		} else {
 			c.answer(unix.EINVAL)
@@ -283,9 +298,13 @@ func (c call) listen() {
 		c.cont()
 		return
 	}
-	h := c.s.table.byInode(ino)
+	h, e, noted := c.s.table.listenState(ino)
 	if h == nil {
-		c.adopt(fd, ino, backlog)
+		if noted {
+			c.adopt(fd, ino, e, backlog)
+		} else {
+			c.cont()
+		}
 		return
 	}
 	if !c.valid() {
@@ -305,15 +324,10 @@ func (c call) listening(h *held) {
 	c.s.send(Event{Kind: Listening, Worker: c.worker, Pid: c.tgid(), WorkerPid: c.loop.pid, Addr: h.key.addr, V6Only: h.key.v6only})
 }
 
-// adopt answers listen(fd, backlog) of the caller's own socket ino. If it
-// was bound to a shared address it becomes the held socket of that
+// adopt answers listen(fd, backlog) of the caller's own socket ino, noted
+// (e) as bound to a shared address: it becomes the held socket of that
 // address, listening with the larger of backlog and goinit's.
-func (c call) adopt(fd int, ino uint64, backlog int) {
-	e, ok := c.s.table.expectationOf(ino)
-	if !ok {
-		c.cont()
-		return
-	}
+func (c call) adopt(fd int, ino uint64, e expectation, backlog int) {
 	st, err := readStatus(c.tid)
 	var peer *peerSocket
 	if err == nil {

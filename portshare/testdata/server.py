@@ -12,7 +12,9 @@ socket non-blocking before bind), --inheritable (clear its close-on-exec
 flag before bind), --listen-after FILE (after bind, say "bound-only" and
 listen once FILE exists), --bind-after FILE (say "waiting" and bind once
 FILE exists, so that several workers bind at the same moment), --tos (set
-IP_TOS 0x10 before bind)
+IP_TOS 0x10 before bind), --bind-twice (bind the same address again at once,
+as a bind restarted by a signal does, and say "rebind ok" or "rebind error
+ERRNO"), --reuseaddr (set SO_REUSEADDR before bind)
 """
 import os
 import time
@@ -85,6 +87,8 @@ def main():
         s.setblocking(False)
     if "--inheritable" in opts:
         s.set_inheritable(True)
+    if "--reuseaddr" in opts:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     if "--tos" in opts:
         s.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, 0x10)
     if "--fork" in opts:
@@ -100,6 +104,12 @@ def main():
             time.sleep(0.0005)
     try:
         s.bind((host, port))
+        if "--bind-twice" in opts:
+            try:
+                s.bind((host, port))
+                report("rebind ok")
+            except OSError as e:
+                report("rebind error %d" % e.errno)
         if "--listen-after" in opts:
             trigger = opts[opts.index("--listen-after") + 1]
             report("bound-only %d pid %d" % (s.getsockname()[1], os.getpid()))
