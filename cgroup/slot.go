@@ -22,8 +22,9 @@ import (
 // kernel (D state), which waiting longer would not fix.
 const removeTimeout = 5 * time.Second
 
-// Slot is the cgroup of one worker slot or named slot. It outlives the
-// processes in it: every restart of the worker goes into the same Slot.
+// Slot is the cgroup of one worker slot or named slot, or a sibling of
+// one (Sibling). It outlives the processes in it: a restart of the worker
+// can go into the same Slot.
 type Slot struct {
 	h *Hierarchy
 	// id is the worker slot id, -1 for a named slot.

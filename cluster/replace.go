@@ -77,15 +77,18 @@ func (p *Pool) Reload(now time.Time) ReloadState {
 }
 
 // NeedsRelease reports whether a start may still run release n: it is a
-// slot's own (a restart after a crash, or a recycle, runs it again), the
-// release of the reload in progress, or that of the last complete reload,
-// which a new slot runs. Any other release can be let go.
+// slot's own (a restart after a crash, or a recycle, runs it again) or
+// that of its successor still starting, the release of the reload in
+// progress, or that of the last complete reload, which a new slot runs.
+// Any other release can be let go.
 func (p *Pool) NeedsRelease(n int) bool {
 	if n == p.latest || (p.reload != nil && n == p.reload.release) {
 		return true
 	}
 	for _, s := range p.slots {
-		if s.Release == n {
+		// A successor still starting (left by a reload rolled back
+		// beside it, with --reload-surge) takes its slot over later.
+		if s.Release == n || (s.next != nil && s.next.release == n) {
 			return true
 		}
 	}
@@ -267,13 +270,6 @@ func (p *Pool) Recycle(id int, reason string, now time.Time) {
 	s := p.slot(id)
 	if p.stopping || s == nil || s.State != Running || s.next != nil {
 		return
-	}
-	for _, pr := range p.byPid {
-		if pr.id == id && pr.role == draining {
-			// Its predecessor still drains in the same cgroup: what the
-			// slot uses is not the new process's alone.
-			return
-		}
 	}
 	for _, rq := range p.recycle {
 		if rq.id == id {

@@ -415,3 +415,41 @@ func TestNoWatchdogWhileStopping(t *testing.T) {
 		t.Fatalf("a deadline at %s while stopping", next)
 	}
 }
+
+// A reload with --reload-surge=2 that rolls back at one slot leaves the
+// other slot's replacement starting: its release is still needed, since
+// that slot runs it once the replacement is ready.
+func TestNeedsReleaseOfAStartingSuccessor(t *testing.T) {
+	f := &releases{}
+	var ev []Event
+	next := 0
+	p := New(Config{
+		Workers: 2, Policy: testPolicy(), Start: f.start, Rand: func() float64 { return 0.5 },
+		Ready:       Readiness{Mode: ReadyAuto, Timeout: time.Minute},
+		StopTimeout: 10 * time.Second, Surge: 2,
+		Release: func() (int, error) { next++; return next, nil },
+		OnEvent: func(e Event) { ev = append(ev, e) },
+	})
+	if err := p.Start(t0); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range p.Slots() {
+		p.Ready(s.Pid, Listened, t0)
+	}
+	p.Reload(t0)
+	slots := p.Slots()
+	if slots[0].Successor == 0 || slots[1].Successor == 0 {
+		t.Fatalf("--reload-surge=2 started replacements %d and %d, want both", slots[0].Successor, slots[1].Successor)
+	}
+	p.HandleExit(slots[0].Successor, reaper.ExitStatus(3), t0.Add(time.Second))
+	if kinds(ev, ReloadFailed) != 1 {
+		t.Fatalf("events %v, want the reload rolled back", ev)
+	}
+	if !p.NeedsRelease(1) {
+		t.Fatal("release 1 let go while slot 1's replacement still starts with it")
+	}
+	p.Ready(slots[1].Successor, Listened, t0.Add(2*time.Second))
+	if got := p.Slots()[1].Release; got != 1 || !p.NeedsRelease(1) {
+		t.Fatalf("slot 1 runs release %d after its replacement was ready; needs release 1: %v", got, p.NeedsRelease(1))
+	}
+}

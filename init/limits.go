@@ -30,6 +30,10 @@ type limiter struct {
 	procs map[int]*procOOM
 	// reported totals the OOM kills logged per slot id, for OOMKills.
 	reported map[int]uint64
+	// last is the cgroup the latest process of each slot id started in,
+	// and all every cgroup a process of it has run in.
+	last map[int]*cgroup.Slot
+	all  map[int][]*cgroup.Slot
 }
 
 // oomCounter is what the limiter reads of a slot: *cgroup.Slot.
@@ -71,9 +75,11 @@ type procOOM struct {
 }
 
 // maxSiblings bounds the cgroups of one slot: its own and its siblings
-// (cgroup.Slot.Sibling) for a replacement that runs beside the old process
-// and for one still draining from a handover before.
-const maxSiblings = 3
+// (cgroup.Slot.Sibling), one for each process of the slot that runs at the
+// same time: the current one, a replacement starting, and old ones still
+// draining from handovers before (--stop-timeout is long, recycles and
+// reloads can follow each other).
+const maxSiblings = 8
 
 // placement is the cgroup one start of a slot runs in, as the spawner
 // sees it: Started tells the limiter the pid it got.
@@ -113,7 +119,8 @@ func openCgroups(cfg *config, env *workerEnv, log *slog.Logger) (func(), error) 
 	case err != nil:
 		return nil, fmt.Errorf("cannot apply per-worker limits: %w", err)
 	}
-	l := &limiter{h: h, log: log, procs: map[int]*procOOM{}, reported: map[int]uint64{}}
+	l := &limiter{h: h, log: log, procs: map[int]*procOOM{}, reported: map[int]uint64{},
+		last: map[int]*cgroup.Slot{}, all: map[int][]*cgroup.Slot{}}
 	log.Info(fmt.Sprintf("per-worker limits: %s (cgroup v%d)", limits, h.Version()))
 	if cfg.agent != nil && !cfg.agentLimits.IsZero() {
 		log.Info(fmt.Sprintf("agent limits: %s", cfg.agentLimits))
@@ -162,11 +169,13 @@ func unavailable(ue *cgroup.UnavailableError) (what, drop string) {
 	return "per-worker limits", "drop the limit flags"
 }
 
-// slot returns the cgroup for a start of slot id (agentID: the agent's):
-// the slot's own, or a sibling of it when a process of the slot still
-// runs there, such as the old worker a reload's replacement is to take
-// over from, so that each has the slot's full limits instead of sharing
-// them.
+// slot returns the cgroup for a start of slot id (agentID: the agent's).
+// A restart, with no other process of the slot running, goes where the
+// slot's last process ran, with whatever that one left behind, as it
+// always did. A replacement that runs beside the slot's current process
+// (a reload's, a recycle's) goes into the first of the slot's cgroups that
+// is empty, a sibling of its own (worker-N.1, ...), so that each has the
+// slot's full limits instead of sharing them.
 func (l *limiter) slot(id int) (slotCgroup, error) {
 	var s *cgroup.Slot
 	var err error
@@ -178,31 +187,66 @@ func (l *limiter) slot(id int) (slotCgroup, error) {
 	if err != nil {
 		return nil, err
 	}
+	if !l.running(id) {
+		if last, ok := l.last[id]; ok {
+			s = last
+		}
+		return placement{Slot: s, l: l, id: id}, nil
+	}
 	for n := range maxSiblings {
 		c := s
 		if n > 0 {
 			if c, err = s.Sibling(n); err != nil {
-				return nil, err
+				l.log.Warn(fmt.Sprintf("cannot make a cgroup for a replacement beside %s: %v; it shares the slot's limits with the process it replaces", s, err))
+				break
 			}
 		}
 		if empty, err := c.Empty(); err == nil && empty {
 			return placement{Slot: c, l: l, id: id}, nil
 		}
 	}
-	// Every one is taken (processes a worker left behind): share the
-	// slot's own, as a restart would.
-	l.log.Debug(fmt.Sprintf("%s and its %d siblings all hold processes; the new process shares %s", s, maxSiblings-1, s))
+	l.log.Warn(fmt.Sprintf("%s and its %d siblings all hold processes; the replacement shares %s and its limits", s, maxSiblings-1, s))
 	return placement{Slot: s, l: l, id: id}, nil
 }
 
-// usage reads the cgroup of process pid, if it has one.
-func (l *limiter) usage(pid int) (cgroup.Usage, bool) {
-	po, ok := l.procs[pid]
-	if !ok || po.cg == nil {
+// running reports whether a process of slot id is running.
+func (l *limiter) running(id int) bool {
+	for _, po := range l.procs {
+		if po.id == id {
+			return true
+		}
+	}
+	return false
+}
+
+// usage reads the cgroups of slot id, whose current process is pid: the
+// memory of pid's cgroup, and the CPU time of all the slot's cgroups (a
+// process and its replacement alternate between them, and each cgroup's
+// count only grows, so their sum is the slot's, never going back).
+func (l *limiter) usage(id, pid int) (cgroup.Usage, bool) {
+	var u cgroup.Usage
+	if po, ok := l.procs[pid]; ok && po.cg != nil {
+		var err error
+		if u, err = po.cg.Usage(); err != nil {
+			return cgroup.Usage{}, false
+		}
+	} else if last, ok := l.last[id]; ok {
+		// Between two processes (backing off): what is left in the
+		// last one's cgroup.
+		var err error
+		if u, err = last.Usage(); err != nil {
+			return cgroup.Usage{}, false
+		}
+	} else {
 		return cgroup.Usage{}, false
 	}
-	u, err := po.cg.Usage()
-	return u, err == nil
+	u.CPUTime = 0
+	for _, c := range l.all[id] {
+		if cu, err := c.Usage(); err == nil {
+			u.CPUTime += cu.CPUTime
+		}
+	}
+	return u, true
 }
 
 // memoryOver lists the worker processes whose working set (the cgroup's
@@ -231,6 +275,12 @@ func (l *limiter) started(id, pid int, c oomCounter, cg *cgroup.Slot) {
 		po.base, po.seen = n, n
 	}
 	l.procs[pid] = po
+	if cg != nil {
+		l.last[id] = cg
+		if !slices.Contains(l.all[id], cg) {
+			l.all[id] = append(l.all[id], cg)
+		}
+	}
 }
 
 // readOOM reads a slot's OOM counters.

@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"os"
@@ -786,5 +787,72 @@ func TestReplacementHasItsOwnCgroup(t *testing.T) {
 			}
 		}
 		waitLogN(t, p, "reload complete", i+1, 20*time.Second)
+	}
+}
+
+// TestLimiterPlacement runs real processes in real cgroups through the
+// limiter: a replacement started beside its slot's running process gets a
+// sibling cgroup, a restart goes where the slot's last process ran, and
+// the slot's CPU time is read over all its cgroups, so that it never goes
+// back when a replacement in another cgroup takes over.
+func TestLimiterPlacement(t *testing.T) {
+	requireCgroupV1(t)
+	var logBuf bytes.Buffer
+	h, err := cgroup.Open(cgroup.Options{Prefix: fmt.Sprintf("goinit-limiter-test-%d", os.Getpid()), Limits: cgroup.Limits{Memory: 64 << 20}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	l := &limiter{h: h, log: slog.New(slog.NewTextHandler(&logBuf, nil)), procs: map[int]*procOOM{}, reported: map[int]uint64{},
+		last: map[int]*cgroup.Slot{}, all: map[int][]*cgroup.Slot{}}
+	// run starts argv in the cgroup the limiter gives slot 0, as the
+	// spawner does on v1: the process waits until it has been placed.
+	run := func(argv string) (*exec.Cmd, string) {
+		t.Helper()
+		sc, err := l.slot(0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cmd := exec.Command("sh", "-c", "read x; exec "+argv)
+		in, err := cmd.StdinPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+		if err := sc.Add(cmd.Process.Pid); err != nil {
+			t.Fatal(err)
+		}
+		sc.Started(cmd.Process.Pid)
+		io.WriteString(in, "go\n")
+		return cmd, filepath.Base(sc.(placement).Path())
+	}
+	spinner, dir := run(limitworker(t) + " spin")
+	if dir != "worker-0" {
+		t.Fatalf("the first process of slot 0 runs in %s, want worker-0", dir)
+	}
+	var spun time.Duration
+	eventually(t, 10*time.Second, "200ms of CPU in worker-0", func() bool {
+		u, ok := l.usage(0, spinner.Process.Pid)
+		spun = u.CPUTime
+		return ok && spun >= 200*time.Millisecond
+	})
+	next, dir := run("sleep 1000")
+	if dir != "worker-0.1" {
+		t.Fatalf("a replacement beside the running process runs in %s, want worker-0.1", dir)
+	}
+	spinner.Process.Kill()
+	spinner.Wait()
+	l.explain(0, spinner.Process.Pid, reaper.SignalStatus(syscall.SIGKILL))
+	if u, ok := l.usage(0, next.Process.Pid); !ok || u.CPUTime < spun {
+		t.Fatalf("slot 0's CPU time once its replacement took over: %s (%v), want at least the %s used before", u.CPUTime, ok, spun)
+	}
+	next.Process.Kill()
+	next.Wait()
+	l.explain(0, next.Process.Pid, reaper.SignalStatus(syscall.SIGKILL))
+	if _, dir := run("sleep 1000"); dir != "worker-0.1" {
+		t.Fatalf("a restart runs in %s, want worker-0.1, where the slot's last process ran", dir)
 	}
 }

@@ -45,10 +45,10 @@ type operator struct {
 	held func() []state.Socket
 	logs *worklog.Logs // nil with --worker-logs=inherit
 
-	// usage reads a process's cgroup; nil without limits. oomKills are
-	// the OOM kills reported per slot. cached is the last usage read, by
-	// pid.
-	usage    func(pid int) (cgroup.Usage, bool)
+	// usage reads a slot's cgroups, given its id (agentID for the agent)
+	// and current pid; nil without limits. oomKills are the OOM kills
+	// reported per slot. cached is the last usage read, by slot id.
+	usage    func(id, pid int) (cgroup.Usage, bool)
 	oomKills func() map[int]uint64
 	cached   map[int]cgroup.Usage
 	next     time.Time // next periodic publish
@@ -246,13 +246,14 @@ func (s *supervisor) publish(now time.Time) {
 		if o.usage != nil {
 			// Afresh each time: a slot scaled away leaves no stale entry.
 			o.cached = map[int]cgroup.Usage{}
-			slots := s.pool.Slots()
-			if s.agent != nil {
-				slots = append(slots, s.agent.Slots()...)
+			for _, sl := range s.pool.Slots() {
+				if u, ok := o.usage(sl.ID, sl.Pid); ok {
+					o.cached[sl.ID] = u
+				}
 			}
-			for _, sl := range slots {
-				if u, ok := o.usage(sl.Pid); ok {
-					o.cached[sl.Pid] = u
+			if s.agent != nil {
+				if u, ok := o.usage(agentID, s.agent.Slots()[0].Pid); ok {
+					o.cached[agentID] = u
 				}
 			}
 		}
@@ -281,7 +282,7 @@ func (s *supervisor) publish(now time.Time) {
 	// of its slot id (agentID for the agent), say to p.
 	withCgroup := func(p state.Process, id int) state.Process {
 		p.OOMKills = ooms[id]
-		if u, ok := o.cached[p.PID]; ok && p.PID != 0 {
+		if u, ok := o.cached[id]; ok {
 			p.HasCgroup, p.MemoryBytes, p.CPUSeconds = true, uint64(max(u.MemoryBytes, 0)), u.CPUTime.Seconds()
 		}
 		return p

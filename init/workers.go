@@ -29,10 +29,10 @@ type workerEnv struct {
 	// cgroup limits.
 	oomCheck func(name func(int) string)
 	// memoryOver lists the worker pids using more memory than a limit;
-	// usage reads one process's cgroup; oomKills are the OOM kills
-	// reported per slot. All nil without cgroup limits.
+	// usage reads one slot's cgroups; oomKills are the OOM kills reported
+	// per slot. All nil without cgroup limits.
 	memoryOver func(limit int64) []int
-	usage      func(pid int) (cgroup.Usage, bool)
+	usage      func(id, pid int) (cgroup.Usage, bool)
 	oomKills   func() map[int]uint64
 	// sharer shares the ports workers bind themselves; nil when off.
 	sharer *portshare.Sharer

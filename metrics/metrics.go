@@ -82,17 +82,17 @@ func Write(w io.Writer, s *state.Snapshot, queues map[uint64]uint64) error {
 			e.sample("goinit_process_restarts_total", float64(c.Value), append(procLabels(p), "reason", c.Label)...)
 		}
 	}
-	e.family("goinit_process_oom_kills_total", "counter", "OOM kills in this slot's cgroup, including children of the process.")
+	e.family("goinit_process_oom_kills_total", "counter", "OOM kills in the cgroups of this slot's processes, including children of the process.")
 	for _, p := range slots {
 		e.sample("goinit_process_oom_kills_total", float64(p.OOMKills), procLabels(p)...)
 	}
-	e.family("goinit_process_memory_bytes", "gauge", "Memory used by this slot's cgroup (only with per-worker cgroups).")
+	e.family("goinit_process_memory_bytes", "gauge", "Memory used by the cgroup of this slot's current process (only with per-worker cgroups).")
 	for _, p := range slots {
 		if p.HasCgroup {
 			e.sample("goinit_process_memory_bytes", float64(p.MemoryBytes), procLabels(p)...)
 		}
 	}
-	e.family("goinit_process_cpu_seconds_total", "counter", "CPU time, user and system, used by this slot's cgroup (only with per-worker cgroups).")
+	e.family("goinit_process_cpu_seconds_total", "counter", "CPU time, user and system, used by this slot's cgroups, its replacements' included (only with per-worker cgroups).")
 	for _, p := range slots {
 		if p.HasCgroup {
 			e.sample("goinit_process_cpu_seconds_total", p.CPUSeconds, procLabels(p)...)

@@ -112,15 +112,17 @@ type Process struct {
 	// LastReason is why it ended, in words: "killed by the OOM killer
 	// (memory limit 256MiB)", "hung (no watchdog ping for 30s)".
 	LastReason string `json:"last_reason,omitempty"`
-	// OOMKills counts OOM kills in this slot's cgroup, including those of
-	// a worker's children that the worker survived.
+	// OOMKills counts OOM kills in the cgroups of this slot's processes,
+	// including those of a worker's children that the worker survived.
 	OOMKills uint64 `json:"oom_kills"`
-	// HasCgroup says whether the next two fields were read from a cgroup
-	// of this slot; without per-worker cgroups they are unknown.
+	// HasCgroup says whether the next two fields were read from the
+	// slot's cgroups; without per-worker cgroups they are unknown.
 	HasCgroup bool `json:"has_cgroup"`
-	// MemoryBytes is the cgroup's current memory use.
+	// MemoryBytes is the current memory use of the cgroup of the slot's
+	// current process (a replacement has a cgroup of its own).
 	MemoryBytes uint64 `json:"memory_bytes,omitempty"`
-	// CPUSeconds is the cgroup's CPU time, user and system.
+	// CPUSeconds is the CPU time, user and system, of all the slot's
+	// cgroups: a counter that never goes back across reloads.
 	CPUSeconds float64 `json:"cpu_seconds,omitempty"`
 }
 
