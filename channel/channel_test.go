@@ -157,6 +157,9 @@ func TestNodeChild(t *testing.T) {
 	want(t, next(t, hub), "w1", Message, `"agent"`, `{"echo":{"from":"goinit","data":{"n":1,"s":"é`+"\u2028"+`"}},"env":"4"}`)
 	c.Send([]byte(`{"from":"goinit","data":"bye"}`))
 	want(t, next(t, hub), "w1", Closed, "", "")
+	// The child can read "bye" and exit, and its end of file arrive,
+	// before the writer goroutine counts the line sent: Close waits for it.
+	c.Close()
 	if s := c.Stats(); s.Received != 4 || s.Sent != 2 || s.Closed != 1 {
 		t.Fatalf("stats = %+v", s)
 	}
