@@ -21,15 +21,7 @@ import (
 
 // requireRoot skips a test that needs root, except in CI where every test
 // must run.
-func requireRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("this test needs root, and CI runs as root")
-		}
-		t.Skip("needs root (PID namespaces)")
-	}
-}
+func requireRoot(t *testing.T) { t.Helper(); testbin.RequireRoot(t, "PID namespaces") }
 
 // startMasked starts cmd, with every signal blocked when block is true: Go's
 // fork gives the child the forking thread's mask, so blocking them on this

@@ -16,19 +16,12 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/goinit/goinit/internal/netns"
+	"github.com/goinit/goinit/internal/testbin"
 )
 
 // requireRoot skips a test that needs root, except in CI where every test
 // must run.
-func requireRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("this test needs root, and CI runs as root")
-		}
-		t.Skip("needs root (network namespaces)")
-	}
-}
+func requireRoot(t *testing.T) { t.Helper(); testbin.RequireRoot(t, "network namespaces") }
 
 func mustOpenSets(t *testing.T, n int, reusePort bool, addrs ...string) *Sets {
 	t.Helper()

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/goinit/goinit/internal/testbin"
 	"golang.org/x/sys/unix"
 )
 
@@ -114,12 +115,7 @@ func testGoServer(port string) int {
 // where they must.
 func requireRoot(t *testing.T) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("this test needs root (pidfd_getfd on workers of other users), and CI runs as root")
-		}
-		t.Skip("needs root")
-	}
+	testbin.RequireRoot(t, "pidfd_getfd on workers of other users")
 	if err := Available(); err != nil {
 		if os.Getenv("CI") == "true" {
 			t.Fatal(err)

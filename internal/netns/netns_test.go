@@ -9,18 +9,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/goinit/goinit/internal/testbin"
 	"golang.org/x/sys/unix"
 )
 
-func requireRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("this test needs root, and CI runs as root")
-		}
-		t.Skip("needs root (network namespaces)")
-	}
-}
+func requireRoot(t *testing.T) { t.Helper(); testbin.RequireRoot(t, "network namespaces") }
 
 func readSysctl(t *testing.T, name string) string {
 	t.Helper()

@@ -140,6 +140,18 @@ func Answers(t testing.TB, sock string, timeout time.Duration, want ...string) {
 	}
 }
 
+// RequireRoot skips a test that needs root, saying why (what), except
+// when CI=true: CI runs as root, so there it is a failure, not a skip.
+func RequireRoot(t testing.TB, what string) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("this test needs root (%s), and CI runs as root", what)
+		}
+		t.Skipf("needs root (%s)", what)
+	}
+}
+
 // Tool returns the path of a program a test needs. Without it the test is
 // skipped, except when CI=true: CI installs it (scripts/install-deps.sh),
 // so a missing tool there is a failure, not a skip.
