@@ -19,15 +19,15 @@ import (
 // unless another worker's bind of the same address would fail because of
 // it (EADDRINUSE): then the two share it, and goinit holds it.
 
-// maxExpected bounds the sockets noted as bound but not listening yet;
+// maxNotes bounds the sockets noted as bound but not listening yet;
 // past it, the notes of sockets that are gone, or connected (a client's),
 // are dropped, and then a new one is not noted: that socket's listen is
 // the kernel's, not shared.
-const maxExpected = 256
+const maxNotes = 256
 
-// expectation is a worker's own socket bound to a shared address that
+// note is a worker's own socket bound to a shared address that
 // does not listen yet: where it is, to find it again.
-type expectation struct {
+type note struct {
 	key  key
 	tgid int // the process that bound it
 	fd   int // its descriptor there
@@ -36,21 +36,21 @@ type expectation struct {
 // noteLocked notes that process tgid bound its own socket ino, at
 // descriptor fd, to k. The caller holds t.mu.
 func (t *table) noteLocked(k key, ino uint64, tgid, fd int) {
-	if len(t.expected) >= maxExpected {
-		for i, e := range t.expected {
-			if !t.live(i, e) {
-				delete(t.expected, i)
+	if len(t.notes) >= maxNotes {
+		for i, e := range t.notes {
+			if !live(i, e) {
+				delete(t.notes, i)
 			}
 		}
 	}
-	if len(t.expected) < maxExpected {
-		t.expected[ino] = expectation{key: k, tgid: tgid, fd: fd}
+	if len(t.notes) < maxNotes {
+		t.notes[ino] = note{key: k, tgid: tgid, fd: fd}
 	}
 }
 
 // live reports whether the noted socket ino is still where the note says
 // and not connected: one that may yet listen.
-func (t *table) live(ino uint64, e expectation) bool {
+func live(ino uint64, e note) bool {
 	if got, ok := socketInode(e.tgid, e.fd); !ok || got != ino {
 		return false
 	}
@@ -65,30 +65,33 @@ func (t *table) live(ino uint64, e expectation) bool {
 // listenState returns, in one look under the lock (a promotion by another
 // worker's bind moves a socket from noted to held), the held socket with
 // inode ino, or else its note, if it was bound to a shared address.
-func (t *table) listenState(ino uint64) (h *held, e expectation, noted bool) {
+func (t *table) listenState(ino uint64) (h *held, e note, noted bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if h := t.byIno[ino]; h != nil {
-		return h, expectation{}, false
+		return h, note{}, false
 	}
-	e, noted = t.expected[ino]
+	e, noted = t.notes[ino]
 	return nil, e, noted
 }
 
-// expectationOf returns the note of socket ino, if it was bound to a shared
-// address and does not listen yet.
-func (t *table) expectationOf(ino uint64) (expectation, bool) {
+// boundKey returns the key socket ino was bound to through goinit: as a
+// held socket, or as a noted one.
+func (t *table) boundKey(ino uint64) (key, bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	e, ok := t.expected[ino]
-	return e, ok
+	if h := t.byIno[ino]; h != nil {
+		return h.key, true
+	}
+	e, ok := t.notes[ino]
+	return e.key, ok
 }
 
 // forget drops the note of socket ino.
 func (t *table) forget(ino uint64) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	delete(t.expected, ino)
+	delete(t.notes, ino)
 }
 
 // bindShared decides a full-mode bind of the worker's socket peer (goinit's
@@ -154,20 +157,20 @@ func rawBind(fd int, sa []byte) error {
 // have been closed, replaced or connected are dropped. The caller holds
 // t.mu.
 func (t *table) boundLocked(k key, except uint64) (fd int, ino uint64, ok bool) {
-	for i, e := range t.expected {
+	for i, e := range t.notes {
 		if e.key != k || i == except {
 			continue
 		}
 		dup, err := copyFD(e.tgid, e.fd)
 		if err != nil {
-			delete(t.expected, i)
+			delete(t.notes, i)
 			continue
 		}
 		if sameSocket(dup, i) && !connected(dup) && boundTo(dup, k) {
 			return dup, i, true
 		}
 		unix.Close(dup)
-		delete(t.expected, i)
+		delete(t.notes, i)
 	}
 	return -1, 0, false
 }
@@ -182,7 +185,7 @@ func (t *table) boundLocked(k key, except uint64) (fd int, ino uint64, ok bool) 
 func (t *table) adopt(k key, fd int, ino uint64, backlog int) (h *held, created bool, err error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	delete(t.expected, ino)
+	delete(t.notes, ino)
 	if t.closed {
 		return nil, false, errClosed
 	}
@@ -195,7 +198,7 @@ func (t *table) adopt(k key, fd int, ino uint64, backlog int) (h *held, created 
 
 // adoptLocked is adopt for a k that is not held. The caller holds t.mu.
 func (t *table) adoptLocked(k key, fd int, ino uint64, backlog int) (*held, error) {
-	delete(t.expected, ino)
+	delete(t.notes, ino)
 	backlog = max(backlog, t.backlog)
 	if err := unix.Listen(fd, backlog); err != nil {
 		return nil, err

@@ -175,20 +175,11 @@ func (c call) bind() {
 	if !c.valid() {
 		return
 	}
-	if h := c.s.table.byInode(peer.ino); h != nil {
+	if was, ok := c.s.table.boundKey(peer.ino); ok {
 		// The same bind again, restarted by a signal after goinit had
-		// installed the held socket (kernels without WAIT_KILLABLE_RECV).
-		if h.key.addr == k.addr && h.key.family == k.family {
-			c.answer(0)
-		} else {
-			c.answer(unix.EINVAL)
-		}
-		return
-	}
-	if e, ok := c.s.table.expectationOf(peer.ino); ok && peer.bound {
-		// The same bind again, restarted by a signal after goinit had
-		// bound the worker's own socket for it.
-		if e.key.addr == k.addr && e.key.family == k.family {
+		// installed the held socket or bound the worker's own for it
+		// (kernels without WAIT_KILLABLE_RECV).
+		if was.addr == k.addr && was.family == k.family {
 			c.answer(0)
 		} else {
 			c.answer(unix.EINVAL)
@@ -206,13 +197,7 @@ func (c call) bind() {
 	h, how, err := c.s.table.bindShared(k, peer, raw, st.tgid, fd)
 	switch {
 	case err != nil:
-		var errno unix.Errno
-		if !errors.As(err, &errno) {
-			c.cont()
-			return
-		}
-		c.debug(fmt.Sprintf("bind %s at fd %d: %v", k, fd, err))
-		c.answer(errno)
+		c.fail(err, fmt.Sprintf("bind %s at fd %d", k, fd))
 		return
 	case h == nil:
 		c.answer(0)
@@ -228,13 +213,7 @@ func (c call) bind() {
 func (c call) bindReduced(k key, fd int, peer *peerSocket, tgid int) {
 	h, created, opts, err := c.s.table.get(k, peer)
 	if err != nil {
-		var errno unix.Errno
-		if !errors.As(err, &errno) {
-			c.cont()
-			return
-		}
-		c.debug(fmt.Sprintf("bind %s: %v", k, err))
-		c.answer(errno)
+		c.fail(err, fmt.Sprintf("bind %s", k))
 		return
 	}
 	how := "given the held socket"
@@ -260,19 +239,33 @@ func (c call) give(h *held, fd int, peer *peerSocket, tgid int, what, how string
 	}
 	c.answer(0)
 	c.debug(fmt.Sprintf("%s %s at fd %d: %s%s", what, h.key, fd, how, reducedNote(peer)))
-	e := Event{Worker: c.worker, Pid: tgid, Addr: h.key.addr, V6Only: h.key.v6only, Reduced: peer.reduced}
-	c.announce(h, e)
-	e.Kind = Bound
-	c.s.send(e)
+	c.bound(h, tgid, peer.reduced)
 	return true
 }
 
-// announce sends the Shared event of h the first time it is given out.
-func (c call) announce(h *held, e Event) {
+// bound reports that process tgid has the held socket h at its bind: the
+// Shared event the first time h is given out, then Bound.
+func (c call) bound(h *held, tgid int, reduced bool) {
+	e := Event{Worker: c.worker, Pid: tgid, Addr: h.key.addr, V6Only: h.key.v6only, Reduced: reduced}
 	if c.s.table.announce(h) {
 		e.Kind = Shared
 		c.s.send(e)
 	}
+	e.Kind = Bound
+	c.s.send(e)
+}
+
+// fail answers a call with the errno of err, with a debug line saying
+// what failed, or, for an error that is not an errno, lets the kernel
+// run it.
+func (c call) fail(err error, what string) {
+	var errno unix.Errno
+	if !errors.As(err, &errno) {
+		c.cont()
+		return
+	}
+	c.debug(fmt.Sprintf("%s: %v", what, err))
+	c.answer(errno)
 }
 
 // reducedNote is what a debug line adds for a bind read in reduced mode.
@@ -327,7 +320,7 @@ func (c call) listening(h *held) {
 // adopt answers listen(fd, backlog) of the caller's own socket ino, noted
 // (e) as bound to a shared address: it becomes the held socket of that
 // address, listening with the larger of backlog and goinit's.
-func (c call) adopt(fd int, ino uint64, e expectation, backlog int) {
+func (c call) adopt(fd int, ino uint64, e note, backlog int) {
 	st, err := readStatus(c.tid)
 	var peer *peerSocket
 	if err == nil {
@@ -351,13 +344,7 @@ func (c call) adopt(fd int, ino uint64, e expectation, backlog int) {
 	switch {
 	case err != nil:
 		peer.release()
-		var errno unix.Errno
-		if !errors.As(err, &errno) {
-			c.cont()
-			return
-		}
-		c.debug(fmt.Sprintf("listen %s: %v", e.key, err))
-		c.answer(errno)
+		c.fail(err, fmt.Sprintf("listen %s", e.key))
 		return
 	case !created:
 		// Both bound their own sockets (SO_REUSEADDR) and another
@@ -374,10 +361,7 @@ func (c call) adopt(fd int, ino uint64, e expectation, backlog int) {
 	peer.fd = -1 // the held socket's now
 	c.answer(0)
 	c.debug(fmt.Sprintf("listen %s at fd %d backlog %d: goinit holds the worker's own socket, queue %d", h.key, fd, backlog, h.backlog))
-	ev := Event{Worker: c.worker, Pid: st.tgid, Addr: h.key.addr, V6Only: h.key.v6only}
-	c.announce(h, ev)
-	ev.Kind = Bound // its own bind got what is now the held socket
-	c.s.send(ev)
+	c.bound(h, st.tgid, false) // its own bind got what is now the held socket
 	c.listening(h)
 }
 

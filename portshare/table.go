@@ -47,15 +47,15 @@ type table struct {
 	mu    sync.Mutex
 	byKey map[key]*held
 	byIno map[uint64]*held
-	// expected are the workers' own sockets bound to a shared address
+	// notes are the workers' own sockets bound to a shared address
 	// that do not listen yet, by inode (see adopt.go).
-	expected map[uint64]expectation
-	backlog  int
-	closed   bool
+	notes   map[uint64]note
+	backlog int
+	closed  bool
 }
 
 func newTable(backlog int) *table {
-	return &table{byKey: map[key]*held{}, byIno: map[uint64]*held{}, expected: map[uint64]expectation{}, backlog: backlog}
+	return &table{byKey: map[key]*held{}, byIno: map[uint64]*held{}, notes: map[uint64]note{}, backlog: backlog}
 }
 
 // errClosed is returned once the table has been closed.
@@ -260,7 +260,7 @@ func (t *table) close() {
 	}
 	clear(t.byKey)
 	clear(t.byIno)
-	clear(t.expected)
+	clear(t.notes)
 }
 
 func boolInt(b bool) int {
