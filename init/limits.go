@@ -36,6 +36,11 @@ type limiter struct {
 	all  map[int][]*cgroup.Slot
 }
 
+func newLimiter(h *cgroup.Hierarchy, log *slog.Logger) *limiter {
+	return &limiter{h: h, log: log, procs: map[int]*procOOM{}, reported: map[int]uint64{},
+		last: map[int]*cgroup.Slot{}, all: map[int][]*cgroup.Slot{}}
+}
+
 // oomCounter is what the limiter reads of a slot: *cgroup.Slot.
 type oomCounter interface {
 	OOMKills() (uint64, error)
@@ -119,8 +124,7 @@ func openCgroups(cfg *config, env *workerEnv, log *slog.Logger) (func(), error) 
 	case err != nil:
 		return nil, fmt.Errorf("cannot apply per-worker limits: %w", err)
 	}
-	l := &limiter{h: h, log: log, procs: map[int]*procOOM{}, reported: map[int]uint64{},
-		last: map[int]*cgroup.Slot{}, all: map[int][]*cgroup.Slot{}}
+	l := newLimiter(h, log)
 	log.Info(fmt.Sprintf("per-worker limits: %s (cgroup v%d)", limits, h.Version()))
 	if cfg.agent != nil && !cfg.agentLimits.IsZero() {
 		log.Info(fmt.Sprintf("agent limits: %s", cfg.agentLimits))
@@ -224,29 +228,27 @@ func (l *limiter) running(id int) bool {
 // process and its replacement alternate between them, and each cgroup's
 // count only grows, so their sum is the slot's, never going back).
 func (l *limiter) usage(id, pid int) (cgroup.Usage, bool) {
-	var u cgroup.Usage
+	// Between two processes (backing off): what is left in the last
+	// one's cgroup.
+	cur := l.last[id]
 	if po, ok := l.procs[pid]; ok && po.cg != nil {
-		var err error
-		if u, err = po.cg.Usage(); err != nil {
-			return cgroup.Usage{}, false
-		}
-	} else if last, ok := l.last[id]; ok {
-		// Between two processes (backing off): what is left in the
-		// last one's cgroup.
-		var err error
-		if u, err = last.Usage(); err != nil {
-			return cgroup.Usage{}, false
-		}
-	} else {
-		return cgroup.Usage{}, false
+		cur = po.cg
 	}
-	u.CPUTime = 0
+	var u cgroup.Usage
+	var cpu time.Duration
+	found := false
 	for _, c := range l.all[id] {
-		if cu, err := c.Usage(); err == nil {
-			u.CPUTime += cu.CPUTime
+		cu, err := c.Usage()
+		if err != nil {
+			continue
+		}
+		cpu += cu.CPUTime
+		if c == cur {
+			u, found = cu, true
 		}
 	}
-	return u, true
+	u.CPUTime = cpu
+	return u, found
 }
 
 // memoryOver lists the worker processes whose working set (the cgroup's

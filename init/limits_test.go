@@ -573,12 +573,7 @@ func (f *fakeOOM) LimitOOMs() (uint64, bool, error) { return f.limit, f.v2, nil 
 func TestLimiterOOMAccounting(t *testing.T) {
 	t.Parallel()
 	var logBuf bytes.Buffer
-	l := &limiter{
-		h:        &cgroup.Hierarchy{},
-		log:      slog.New(slog.NewTextHandler(&logBuf, nil)),
-		procs:    map[int]*procOOM{},
-		reported: map[int]uint64{},
-	}
+	l := newLimiter(&cgroup.Hierarchy{}, slog.New(slog.NewTextHandler(&logBuf, nil)))
 	name := func(id int) string { return fmt.Sprintf("worker %d", id) }
 	logged := func() string {
 		s := logBuf.String()
@@ -803,8 +798,7 @@ func TestLimiterPlacement(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer h.Close()
-	l := &limiter{h: h, log: slog.New(slog.NewTextHandler(&logBuf, nil)), procs: map[int]*procOOM{}, reported: map[int]uint64{},
-		last: map[int]*cgroup.Slot{}, all: map[int][]*cgroup.Slot{}}
+	l := newLimiter(h, slog.New(slog.NewTextHandler(&logBuf, nil)))
 	// run starts argv in the cgroup the limiter gives slot 0, as the
 	// spawner does on v1: the process waits until it has been placed.
 	run := func(argv string) (*exec.Cmd, string) {
