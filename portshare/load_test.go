@@ -52,6 +52,18 @@ func load(addr string, clients int, stop <-chan struct{}) *loadCounts {
 	return c
 }
 
+// answered waits until the load has had n requests answered.
+func (c *loadCounts) answered(t *testing.T, n int64) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for c.ok.Load() < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("only %d of %d requests answered within 20s (%d refused)", c.ok.Load(), n, c.refused.Load())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
 // SIGKILL of a worker under load refuses no connection: the held socket's
 // queue outlives it, and its replacement's bind gets the same socket.
 func TestKillUnderLoadRefusesNothing(t *testing.T) {
@@ -73,7 +85,7 @@ func TestKillUnderLoadRefusesNothing(t *testing.T) {
 			}
 			stop := make(chan struct{})
 			c := load(addr, 8, stop)
-			time.Sleep(500 * time.Millisecond) // traffic before the kill
+			c.answered(t, 200) // traffic before the kill
 			held := onlyHeld(t, s)
 			ws[0].stop()
 			// A restart delay like goinit's first backoff: with one
@@ -81,7 +93,7 @@ func TestKillUnderLoadRefusesNothing(t *testing.T) {
 			time.Sleep(200 * time.Millisecond)
 			repl := start(workers)
 			pidsAnswering(t, addr, port, repl.cmd.Process.Pid)
-			time.Sleep(300 * time.Millisecond)
+			c.answered(t, c.ok.Load()+200) // traffic through the replacement
 			close(stop)
 			select {
 			case <-c.done:
