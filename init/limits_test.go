@@ -742,14 +742,7 @@ func TestMemoryRecycleIgnoresPageCache(t *testing.T) {
 // the next reload's replacement goes back to the emptied worker-0.
 func TestReplacementHasItsOwnCgroup(t *testing.T) {
 	requireCgroupV1(t)
-	dir := t.TempDir()
-	port := testbin.FreePort(t)
-	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	script := filepath.Join(dir, "serve")
-	writeRelease(t, script, "1", "")
-	p := start(t, runOpts{pid1: true, env: []string{"APP_ADDR=" + addr}}, "--workers=1", "--memory-limit=64Mi", "--", script)
-	defer p.cmd.Process.Signal(syscall.SIGKILL)
-	answeringPids(t, "tcp", addr, 1)
+	p, script, _ := startScript(t, 1, "--memory-limit=64Mi")
 	server := bindServer(t)
 	// memoryDir is the memory cgroup of the one descendant of goinit
 	// whose argv starts with argv0.

@@ -44,22 +44,12 @@ func status(t *testing.T, sock string) state.Snapshot {
 	return s
 }
 
-// startControlled starts goinit as PID 1 with 2 workers running release 1
-// of a script, a control socket and extra flags, and waits until both
-// answer on the returned port.
-func startControlled(t *testing.T, flags ...string) (p *proc, sock, script string, port int) {
+// startControlled is startScript with 2 workers and a control socket.
+func startControlled(t *testing.T, flags ...string) (p *proc, sock, script, addr string) {
 	t.Helper()
-	dir := t.TempDir()
-	sock = filepath.Join(dir, "control.sock")
-	port = testbin.FreePort(t)
-	script = filepath.Join(dir, "serve")
-	writeRelease(t, script, "1", "")
-	args := append([]string{"--workers=2", "--control=" + sock}, flags...)
-	p = start(t, runOpts{pid1: true, env: []string{fmt.Sprintf("APP_ADDR=127.0.0.1:%d", port)}},
-		append(args, "--", script)...)
-	t.Cleanup(func() { p.cmd.Process.Signal(syscall.SIGKILL) })
-	answeringPids(t, "tcp", fmt.Sprintf("127.0.0.1:%d", port), 2)
-	return p, sock, script, port
+	sock = filepath.Join(t.TempDir(), "control.sock")
+	p, script, addr = startScript(t, 2, append([]string{"--control=" + sock}, flags...)...)
+	return p, sock, script, addr
 }
 
 // TestControlCLI drives a running goinit with the same binary as client:
@@ -67,7 +57,7 @@ func startControlled(t *testing.T, flags ...string) (p *proc, sock, script strin
 // rolls back), scale, restart and signal.
 func TestControlCLI(t *testing.T) {
 	requireRoot(t)
-	p, sock, script, port := startControlled(t, "--ready-timeout=2s")
+	p, sock, script, addr := startControlled(t, "--ready-timeout=2s")
 
 	code, out := cli(t, sock, "status")
 	if code != 0 || !strings.Contains(out, "2 of 2 workers ready") || !strings.Contains(out, "worker  0") {
@@ -78,8 +68,8 @@ func TestControlCLI(t *testing.T) {
 		t.Fatalf("status --json: %+v", s)
 	}
 	first := s.Processes[0].PID
-	if len(s.Sockets) != 1 || !strings.HasPrefix(s.Sockets[0].Address, fmt.Sprintf("127.0.0.1:%d", port)) || s.Sockets[0].Inode == 0 {
-		t.Fatalf("status --json sockets %+v, want the held 127.0.0.1:%d", s.Sockets, port)
+	if len(s.Sockets) != 1 || !strings.HasPrefix(s.Sockets[0].Address, addr) || s.Sockets[0].Inode == 0 {
+		t.Fatalf("status --json sockets %+v, want the held %s", s.Sockets, addr)
 	}
 
 	writeRelease(t, script, "2", "")

@@ -120,6 +120,28 @@ func writeRelease(t *testing.T, script, v, body string) {
 	}
 }
 
+// startScript starts goinit as PID 1 with args (workers and other flags;
+// "--listen=ADDR" given as "--listen=" gets the address) running release
+// 1 of a script that serves APP_ADDR, a free loopback address, and waits
+// until workers distinct pids answer there. The script is for
+// writeRelease.
+func startScript(t *testing.T, workers int, args ...string) (p *proc, script, addr string) {
+	t.Helper()
+	addr = fmt.Sprintf("127.0.0.1:%d", testbin.FreePort(t))
+	script = filepath.Join(t.TempDir(), "serve")
+	writeRelease(t, script, "1", "")
+	for i, a := range args {
+		if a == "--listen=" {
+			args[i] += addr
+		}
+	}
+	args = append([]string{fmt.Sprintf("--workers=%d", workers)}, args...)
+	p = start(t, runOpts{pid1: true, env: []string{"APP_ADDR=" + addr}}, append(args, "--", script)...)
+	t.Cleanup(func() { p.cmd.Process.Signal(syscall.SIGKILL) })
+	answeringPids(t, "tcp", addr, workers)
+	return p, script, addr
+}
+
 // waitLogN waits until goinit's stderr has had n lines containing s.
 func waitLogN(t *testing.T, p *proc, s string, n int, timeout time.Duration) {
 	t.Helper()
@@ -145,17 +167,11 @@ func TestReloadUnderLoad(t *testing.T) {
 		{"surge 2", false, []string{"--reload-surge=2"}, true},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			port := testbin.FreePort(t)
-			addr := fmt.Sprintf("127.0.0.1:%d", port)
-			script := filepath.Join(t.TempDir(), "serve")
-			writeRelease(t, script, "1", "")
-			args := append([]string{"--workers=2", "--stop-timeout=10s"}, c.args...)
+			args := append([]string{"--stop-timeout=10s"}, c.args...)
 			if c.listen {
-				args = append(args, "--listen="+addr)
+				args = append(args, "--listen=")
 			}
-			args = append(args, "--", script)
-			p := start(t, runOpts{pid1: true, env: []string{"APP_ADDR=" + addr}}, args...)
-			defer p.cmd.Process.Signal(syscall.SIGKILL)
+			p, script, addr := startScript(t, 2, args...)
 			old := answeringPids(t, "tcp", addr, 2)
 
 			l := startLoad(addr)
@@ -213,13 +229,7 @@ func TestReloadUnderLoad(t *testing.T) {
 // request, and goinit stays up; after the code is fixed, a reload succeeds.
 func TestReloadRollsBack(t *testing.T) {
 	requireRoot(t)
-	port := testbin.FreePort(t)
-	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	script := filepath.Join(t.TempDir(), "serve")
-	writeRelease(t, script, "1", "")
-	p := start(t, runOpts{pid1: true, env: []string{"APP_ADDR=" + addr}}, "--workers=2", "--ready-timeout=2s", "--", script)
-	defer p.cmd.Process.Signal(syscall.SIGKILL)
-	answeringPids(t, "tcp", addr, 2)
+	p, script, addr := startScript(t, 2, "--ready-timeout=2s")
 	l := startLoad(addr)
 
 	writeRelease(t, script, "", "echo broken release >&2; exit 3")
