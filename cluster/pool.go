@@ -554,6 +554,16 @@ func (p *Pool) Draining() []int {
 	return out
 }
 
+// CurrentOf returns the slot whose current process is pid: not a
+// successor still starting, nor one draining.
+func (p *Pool) CurrentOf(pid int) (int, bool) {
+	pr, ok := p.byPid[pid]
+	if !ok || pr.role != current {
+		return 0, false
+	}
+	return pr.id, true
+}
+
 // WorkerOf returns the worker id of live process pid.
 func (p *Pool) WorkerOf(pid int) (int, bool) {
 	pr, ok := p.byPid[pid]

@@ -203,3 +203,27 @@ func TestExplainOncePerExit(t *testing.T) {
 		t.Fatalf("exit reasons %q, want the OOM explanation", reasons)
 	}
 }
+
+// CurrentOf names only a slot's current process: neither its successor
+// while it starts nor the old process once the successor took over.
+func TestCurrentOf(t *testing.T) {
+	f := &releases{}
+	var ev []Event
+	p := reloadPool(t, f, &ev)
+	old := p.Slots()[0].Pid
+	if id, ok := p.CurrentOf(old); !ok || id != 0 {
+		t.Fatalf("CurrentOf(worker 0's pid) = %d, %v", id, ok)
+	}
+	p.Reload(t0)
+	next := p.Slots()[0].Successor
+	if _, ok := p.CurrentOf(next); ok {
+		t.Fatal("a starting successor is the current process")
+	}
+	p.Ready(next, Listened, t0)
+	if _, ok := p.CurrentOf(old); ok {
+		t.Fatal("a draining process is the current one")
+	}
+	if id, ok := p.CurrentOf(next); !ok || id != 0 {
+		t.Fatalf("CurrentOf(the promoted successor) = %d, %v", id, ok)
+	}
+}

@@ -440,7 +440,7 @@ func (s *supervisor) onTimer(now time.Time) {
 			for _, pid := range s.memoryOver(s.cfg.memoryRecycle) {
 				// Only a slot's current process: a draining one is
 				// on its way out already.
-				if id, ok := s.pool.WorkerOf(pid); ok && id < s.pool.Workers() && s.pool.Slots()[id].Pid == pid {
+				if id, ok := s.pool.CurrentOf(pid); ok {
 					s.pool.Recycle(id, fmt.Sprintf("its memory passed %s (--memory-recycle)", cgroup.FormatBytes(s.cfg.memoryRecycle)), now)
 				}
 			}
