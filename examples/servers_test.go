@@ -173,16 +173,7 @@ func startAlone(t *testing.T, argv ...string) (*proc, string) {
 
 func get(t *testing.T, c *http.Client, url string) (int, string) {
 	t.Helper()
-	resp, err := c.Get(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return resp.StatusCode, string(b)
+	return testbin.Get(t, c, url)
 }
 
 // checkRoutes exercises every route of one server process.

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/goinit/goinit/internal/testbin"
 	"github.com/goinit/goinit/state"
 	"github.com/goinit/goinit/state/statetest"
 )
@@ -87,20 +88,7 @@ func startOn(t *testing.T, ln net.Listener, o Options) (base string, pub *state.
 	}
 }
 
-func get(t *testing.T, url string) (int, string) {
-	t.Helper()
-	c := &http.Client{Timeout: 5 * time.Second}
-	resp, err := c.Get(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return resp.StatusCode, string(b)
-}
+func get(t *testing.T, url string) (int, string) { t.Helper(); return testbin.Get(t, nil, url) }
 
 // TestTransitions walks the endpoints through goinit's life: start, ready,
 // a worker not ready under --min-ready, pre-stop delay, a crash loop.

@@ -140,6 +140,25 @@ func Answers(t testing.TB, sock string, timeout time.Duration, want ...string) {
 	}
 }
 
+// Get fetches url with c (a client with a 5 s timeout when nil) and
+// returns the status and body; a request that fails fails the test.
+func Get(t testing.TB, c *http.Client, url string) (int, string) {
+	t.Helper()
+	if c == nil {
+		c = &http.Client{Timeout: 5 * time.Second}
+	}
+	resp, err := c.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, string(b)
+}
+
 // RequireRoot skips a test that needs root, saying why (what), except
 // when CI=true: CI runs as root, so there it is a failure, not a skip.
 func RequireRoot(t testing.TB, what string) {
