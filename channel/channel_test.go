@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/goinit/goinit/internal/testbin"
 )
 
 // childMode, when set, makes the test binary act as a child process that
@@ -101,28 +103,12 @@ func selfChild(mode string) *exec.Cmd {
 	return cmd
 }
 
-func nodePath(t *testing.T) string {
-	t.Helper()
-	p, err := exec.LookPath("node")
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("node is needed (apt-get install nodejs)")
-		}
-		t.Skip("node not installed")
-	}
-	return p
-}
+func nodePath(t *testing.T) string { t.Helper(); return testbin.Tool(t, "node") }
 
 // next waits for the next event of hub, failing the test after a deadline.
 func next(t *testing.T, hub *Hub[string]) Event[string] {
 	t.Helper()
-	select {
-	case ev := <-hub.Events():
-		return ev
-	case <-time.After(10 * time.Second):
-		t.Fatal("no event within 10s")
-	}
-	panic("unreachable")
+	return testbin.Next(t, hub.Events())
 }
 
 // want checks ev's key, kind and, for messages, its raw to and data.

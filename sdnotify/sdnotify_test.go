@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/goinit/goinit/internal/testbin"
 	"golang.org/x/sys/unix"
 )
 
@@ -134,15 +135,10 @@ func waitLine(t *testing.T, sc *bufio.Scanner, marker string) {
 	}
 }
 
+// next waits for the next event of hub, failing the test after a deadline.
 func next(t *testing.T, hub *Hub[string]) Event[string] {
 	t.Helper()
-	select {
-	case ev := <-hub.Events():
-		return ev
-	case <-time.After(10 * time.Second):
-		t.Fatal("no event within 10s")
-	}
-	panic("unreachable")
+	return testbin.Next(t, hub.Events())
 }
 
 // none checks that no event arrives for a while after everything a test

@@ -159,6 +159,19 @@ func Get(t testing.TB, c *http.Client, url string) (int, string) {
 	return resp.StatusCode, string(b)
 }
 
+// Next receives the next value from ch, failing the test if none comes
+// within 10 s.
+func Next[T any](t testing.TB, ch <-chan T) T {
+	t.Helper()
+	select {
+	case v := <-ch:
+		return v
+	case <-time.After(10 * time.Second):
+		t.Fatal("nothing received within 10s")
+	}
+	panic("unreachable")
+}
+
 // RequireRoot skips a test that needs root, saying why (what), except
 // when CI=true: CI runs as root, so there it is a failure, not a skip.
 func RequireRoot(t testing.TB, what string) {
