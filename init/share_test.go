@@ -302,6 +302,33 @@ func TestSharePortsForeignProc(t *testing.T) {
 // TestWorkersDieWithGoinit checks that workers whose ports goinit shares
 // never outlive a goinit that is not PID 1 and is SIGKILLed: their next
 // bind() would fail with ENOSYS. They get SIGKILL when it dies.
+// TestWorkersKeepTheirParentDeathSignal checks that a worker started
+// through the shim still has its parent-death signal after the exec: the
+// signal belongs to a thread, the exec keeps only the exec'ing thread's,
+// and the shim may exec from another thread than the one forked.
+func TestWorkersKeepTheirParentDeathSignal(t *testing.T) {
+	requireRoot(t)
+	p := start(t, runOpts{}, "--workers=4", "--control=off", "--", testbin.Build(t, "./init/testdata/pdeathsig"))
+	defer p.cmd.Process.Signal(syscall.SIGKILL)
+	var said []string
+	eventually(t, 10*time.Second, "4 workers saying their parent-death signal", func() bool {
+		said = said[:0]
+		for _, l := range strings.Split(p.stdout(), "\n") {
+			if strings.HasPrefix(l, "pdeathsig") {
+				said = append(said, l)
+			}
+		}
+		return len(said) == 4
+	})
+	for _, l := range said {
+		if l != fmt.Sprintf("pdeathsig %d", syscall.SIGKILL) {
+			t.Fatalf("a worker says %q, want SIGKILL (%d): it would outlive a killed goinit", l, syscall.SIGKILL)
+		}
+	}
+	p.signal(syscall.SIGTERM)
+	p.wait(20 * time.Second)
+}
+
 func TestWorkersDieWithGoinit(t *testing.T) {
 	requireRoot(t)
 	port := testbin.FreePort(t)

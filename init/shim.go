@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 
@@ -26,6 +27,7 @@ type shimOptions struct {
 	oomScore int  // write to /proc/self/oom_score_adj; -1001 = leave alone
 	shareFD  int  // install the port-sharing filter and send its fd over this socket
 	exeFD    int  // exec the file held open at this fd (a pinned release), not the path
+	pdeath   int  // the parent-death signal to set again on the thread that execs
 }
 
 func (o shimOptions) String() string {
@@ -44,6 +46,9 @@ func (o shimOptions) String() string {
 	}
 	if o.exeFD > 0 {
 		parts = append(parts, "exe="+strconv.Itoa(o.exeFD))
+	}
+	if o.pdeath > 0 {
+		parts = append(parts, "pdeath="+strconv.Itoa(o.pdeath))
 	}
 	return strings.Join(parts, ",")
 }
@@ -67,6 +72,8 @@ func parseShimOptions(s string) (shimOptions, error) {
 			o.shareFD = n
 		case "exe":
 			o.exeFD = n
+		case "pdeath":
+			o.pdeath = n
 		default:
 			return o, fmt.Errorf("bad shim option %q", kv)
 		}
@@ -135,6 +142,18 @@ func runShim(opts string, args []string, stderr io.Writer) int {
 	}
 	if o.listen {
 		out = append(out, "LISTEN_PID="+strconv.Itoa(os.Getpid()))
+	}
+	if o.pdeath > 0 {
+		// The parent-death signal belongs to the thread that set it,
+		// the one the parent forked, and an exec keeps only the exec'ing
+		// thread's, which this one may not be: set it again here, on a
+		// thread locked until the exec. Until then the forked thread's
+		// still covers the whole process.
+		runtime.LockOSThread()
+		if err := unix.Prctl(unix.PR_SET_PDEATHSIG, uintptr(o.pdeath), 0, 0, 0); err != nil {
+			fmt.Fprintf(stderr, "goinit: prctl(PR_SET_PDEATHSIG): %v; not starting the worker, which could outlive goinit\n", err)
+			return 125
+		}
 	}
 	if o.shareFD > 0 {
 		// The filter belongs to this thread, which InstallFilter locks:

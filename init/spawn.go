@@ -248,6 +248,7 @@ func (s *spawner) start(id, release int) (int, error) {
 			// later bind(): it dies with goinit. (As PID 1, the kernel
 			// kills everything in the namespace.)
 			attr.Pdeathsig = unix.SIGKILL
+			opts.pdeath = int(unix.SIGKILL)
 		}
 	}
 	placeAfterFork := false
