@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"fmt"
 	"io"
 	"os"
@@ -251,8 +252,11 @@ func (p *proc) wait(timeout time.Duration) int {
 	p.t.Helper()
 	select {
 	case <-p.done:
-		// Both pipes, within one deadline.
-		grace := time.After(5 * time.Second)
+		// Both pipes, within one deadline (a timer's channel fires
+		// once; a context's Done stays closed).
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		grace := ctx.Done()
 		for _, eof := range []chan struct{}{p.outEOF, p.errEOF} {
 			select {
 			case <-eof:
