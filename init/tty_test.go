@@ -143,7 +143,14 @@ func TestJobControlRewrite(t *testing.T) {
 			p := start(t, runOpts{}, args...)
 			p.waitLine("ready", 10*time.Second)
 			goinitPid := p.cmd.Process.Pid
-			defer p.cmd.Process.Signal(syscall.SIGKILL)
+			defer func() {
+				// goinit is not PID 1 here: its child, which ignores
+				// stop signals, would outlive it.
+				for pid := range descendants(goinitPid) {
+					syscall.Kill(pid, syscall.SIGKILL)
+				}
+				p.cmd.Process.Signal(syscall.SIGKILL)
+			}()
 			p.signal(c.send)
 			if c.want == "" {
 				// A real-time signal, numbered above every standard
